@@ -1,0 +1,254 @@
+"""Typed sweep and trial configs, validated in one place: YAML (plus `--set` overrides) in, one clear
+error out.
+
+A sweep config is the shared settings (`data`, `model`, `train`, `init`), the replicate `seeds`, and the
+`schemes` rows. Each row becomes one `TrialConfig`: one scheme with its parameters, trained on every
+seed. Every error is a `ConfigError` whose message is one line: the dotted key path, then the problem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from initsweep.data import DATASETS
+from initsweep.models import MODELS, CNNConfig, MLPConfig
+from initsweep.schemes import SchemeError, validate_params
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "InitConfig",
+    "SchemeRow",
+    "SweepConfig",
+    "TrainConfig",
+    "TrialConfig",
+    "load_config",
+    "parse_config",
+]
+
+
+class ConfigError(ValueError):
+    """Bad configuration; the message is one line naming the key path and the problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    dataset: str = "fashion_mnist"
+    """A name from `initsweep.data.DATASETS`."""
+    limit: int | None = Field(default=None, gt=0)
+    """Use a class-balanced subset of this many train-set images (before the split); None: all."""
+    val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    """Share of the (limited) train set held out for validation: 0.2 gives the founding 48k/12k."""
+    normalize: bool = False
+    """Standardize pixels with the train split's mean and std (the founding experiment did not)."""
+    split_seed: int = 0
+    """Chooses the train/validation split; shared by all trials of a sweep, never a replicate seed."""
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset {name!r} (valid: {', '.join(DATASETS)})")
+        return name
+
+    @model_validator(mode="after")
+    def _limit_fits(self) -> DataConfig:
+        size = DATASETS[self.dataset].train_size
+        if self.limit is not None and self.limit > size:
+            raise ValueError(f"limit: {self.limit} is more than the {size} images of {self.dataset}")
+        n = self.limit or size
+        if round(n * self.val_fraction) < 1 or n - round(n * self.val_fraction) < 1:
+            raise ValueError(f"limit: {n} images leave an empty train or validation split")
+        return self
+
+
+class TrainConfig(_Strict):
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(default=1e-3, gt=0.0, allow_inf_nan=False)
+    momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """SGD momentum (ignored by Adam)."""
+    batch_size: int = Field(default=100, gt=0)
+    epochs: int = Field(default=2, gt=0)
+    log_every: int = Field(default=10, gt=0)
+    """Record the training loss every this many steps, for loss curves."""
+    val_train_mode: bool = False
+    """Also measure validation accuracy with dropout on, as the founding notebook did."""
+
+
+class InitConfig(_Strict):
+    bias: Literal["zeros", "constant", "default"] = "zeros"
+    """Bias init for every scheme but `pytorch_default`: zeros (the seed), a constant, or the layer's own."""
+    bias_value: float = 0.0
+    """The bias when `bias` is `constant`."""
+
+    @model_validator(mode="after")
+    def _value_needs_constant(self) -> InitConfig:
+        if self.bias_value != 0.0 and self.bias != "constant":
+            raise ValueError(f"bias_value: only used with bias: constant, not {self.bias}")
+        return self
+
+
+class SchemeRow(_Strict):
+    """One init scheme and its parameters. In YAML a flat mapping: `{scheme: uniform, low: -0.5, high: 0.5}`."""
+
+    scheme: str
+    params: dict[str, int | float | str] = {}
+    """Every parameter of the scheme, defaults filled in."""
+    label: str | None = None
+    """Name for tables and run names; default: the scheme and its parameters."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_to_params(cls, raw: Any) -> Any:
+        if isinstance(raw, str):
+            raw = {"scheme": raw}
+        if not isinstance(raw, dict) or "params" in raw:
+            return raw
+        if "scheme" not in raw:
+            raise ValueError("scheme: missing (each row needs a scheme name)")
+        given = {k: v for k, v in raw.items() if k not in ("scheme", "label")}
+        row = {"scheme": raw["scheme"], "params": given}
+        return row | ({"label": raw["label"]} if "label" in raw else {})
+
+    @model_validator(mode="after")
+    def _params_fit_scheme(self) -> SchemeRow:
+        object.__setattr__(self, "params", validate_params(self.scheme, self.params))
+        return self
+
+    @property
+    def name(self) -> str:
+        if self.label:
+            return self.label
+        shown = ", ".join(f"{k}={v:g}" if isinstance(v, int | float) else f"{k}={v}" for k, v in self.params.items())
+        return f"{self.scheme}({shown})" if shown else self.scheme
+
+
+ModelConfig = Annotated[MLPConfig | CNNConfig, Field(discriminator="name")]
+
+
+class _Shared(_Strict):
+    """Settings shared by every trial of a sweep."""
+
+    seeds: list[int] = Field(min_length=1)
+    """Replicate seeds: each trial trains once per seed; never tuned."""
+    data: DataConfig = DataConfig()
+    model: ModelConfig = MLPConfig()
+    train: TrainConfig = TrainConfig()
+    init: InitConfig = InitConfig()
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        dup = sorted({s for s in seeds if seeds.count(s) > 1})
+        if dup:
+            raise ValueError(f"seed {dup[0]} appears twice; seeds are distinct replicates")
+        if any(s < 0 for s in seeds):
+            raise ValueError("seeds must be >= 0")
+        return seeds
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_name_defaults_to_mlp(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and isinstance(raw.get("model"), dict) and "name" not in raw["model"]:
+            raw = raw | {"model": {"name": "mlp", **raw["model"]}}
+        return raw
+
+
+class TrialConfig(_Shared):
+    """Everything one trial needs: a pure function of this gives its metrics."""
+
+    scheme: SchemeRow
+
+
+class SweepConfig(_Shared):
+    name: str = Field(min_length=1)
+    """The sweep's name (the MLflow experiment)."""
+    schemes: list[SchemeRow] = Field(min_length=1)
+    """The grid: each row is one trial config, trained on all seeds."""
+
+    def trials(self) -> list[TrialConfig]:
+        shared = self.model_dump(include=set(_Shared.model_fields))
+        return [TrialConfig.model_validate(shared | {"scheme": row.model_dump()}) for row in self.schemes]
+
+
+def _one_line(err: ValidationError) -> str:
+    """The first validation error as `key.path: problem (got value)`."""
+    e = err.errors(include_url=False)[0]
+    loc = [str(p) for p in e["loc"]]
+    if loc[:1] == ["model"] and len(loc) > 1 and loc[1] in MODELS:
+        del loc[1]  # the union's tag
+    cause = (e.get("ctx") or {}).get("error")
+    if isinstance(cause, SchemeError):
+        loc += [cause.key] if cause.key else []
+        problem = cause.problem
+    elif e["type"] == "extra_forbidden":
+        problem = "unknown key"
+    elif e["type"] in ("value_error", "assertion_error"):
+        problem = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if ": " in problem and " " not in problem.split(": ", 1)[0]:
+            key, problem = problem.split(": ", 1)
+            loc.append(key)
+    else:
+        problem = f"{e['msg'][0].lower()}{e['msg'][1:]} (got {e['input']!r})"
+    return f"{'.'.join(loc) or 'config'}: {problem}"
+
+
+def parse_config(raw: Any) -> SweepConfig:
+    try:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config: expected a mapping of keys, got {type(raw).__name__}")
+        return SweepConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_one_line(err)) from None
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one `--set a.b.c=VALUE` (VALUE read as YAML) to the raw config in place."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment}: expected KEY=VALUE, e.g. train.epochs=1")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"{key}: cannot read {text!r} as a value") from None
+    parts = key.split(".")
+    node: Any = raw
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"{'.'.join(parts[: i + 1])}: no such list item (has {len(node)})")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"{'.'.join(parts[:i])}: is not a mapping, cannot set {key}")
+        if last:
+            node[part] = value
+        else:
+            if isinstance(node, dict) and node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
+    """Read a YAML sweep config, apply `--set` overrides, validate; `ConfigError` on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys, got {type(raw).__name__}")
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return parse_config(raw)

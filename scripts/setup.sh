@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Set up initsweep on a Debian machine (as root, package registries only), then run a command in its
+# virtualenv:   scripts/setup.sh python sweeps/run.py     |     scripts/setup.sh python -m pytest
+# Idempotent: a second call skips every step that is already done and takes about a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${INITSWEEP_VENV:-.venv}
+DATA_DIR=/usr/share/datasets/fashion-mnist
+apt_updated=
+
+apt_install() {  # apt_install PACKAGE...: only where apt-get exists (Debian and relatives)
+  command -v apt-get >/dev/null || { echo "setup: cannot install $* (no apt-get); install it by hand" >&2; return 1; }
+  [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# Python 3 with venv (Debian ships venv separately as python3-venv).
+if ! command -v python3 >/dev/null || ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  echo "setup: installing python3 and python3-venv"
+  apt_install python3 python3-venv python3-pip
+fi
+
+# FashionMNIST's raw files: Debian's package is the embedded default (downloads are the fallback).
+if [ ! -f "$DATA_DIR/train-images-idx3-ubyte.gz" ] && command -v apt-get >/dev/null; then
+  echo "setup: installing dataset-fashion-mnist"
+  apt_install dataset-fashion-mnist
+fi
+
+# The virtualenv, reinstalled only when pyproject.toml changes.
+[ -x "$VENV/bin/python" ] || { echo "setup: creating $VENV"; python3 -m venv "$VENV"; }
+stamp="$VENV/.initsweep-installed"
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing initsweep and its dependencies into $VENV (a few minutes the first time)"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e '.[dev]'
+  echo "$want" > "$stamp"
+fi
+
+if [ $# -gt 0 ]; then
+  export PATH="$PWD/$VENV/bin:$PATH" VIRTUAL_ENV="$PWD/$VENV"
+  exec "$@"
+fi

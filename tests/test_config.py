@@ -1,0 +1,138 @@
+"""Config parsing: the shipped sweeps load, overrides apply, and every bad input is one clear line."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from initsweep.config import ConfigError, apply_override, load_config, parse_config
+
+SWEEPS = Path(__file__).parents[1] / "sweeps"
+GOOD = {"name": "t", "seeds": [0, 1], "schemes": [{"scheme": "uniform_fan_in", "c": 1}]}
+
+
+def test_seed_table_is_the_founding_experiment():
+    cfg = load_config(SWEEPS / "seed_table.yaml")
+    assert cfg.seeds == [0, 1, 2, 3, 4]
+    assert (cfg.train.optimizer, cfg.train.lr, cfg.train.batch_size, cfg.train.epochs) == ("adam", 1e-3, 100, 2)
+    assert (cfg.model.name, cfg.model.hidden, cfg.model.activation, cfg.model.dropout) == (
+        "mlp",
+        [256, 128],
+        "relu",
+        0.2,
+    )
+    assert cfg.data.val_fraction == 0.2 and cfg.data.limit is None and not cfg.data.normalize
+    assert cfg.init.bias == "zeros"
+    rows = [(r.scheme, r.params) for r in cfg.schemes]
+    assert rows[:7] == [
+        ("constant", {"value": 0.0}),
+        ("constant", {"value": 1.0}),
+        ("uniform", {"low": 0.0, "high": 1.0}),
+        ("uniform", {"low": -0.5, "high": 0.5}),
+        ("uniform_fan_in", {"c": 1.0}),
+        ("normal_fan_in", {"c": 1.0}),
+        ("pytorch_default", {}),
+    ]
+    assert rows[7] == ("xavier_uniform", {"gain": pytest.approx(2**0.5)})
+    assert rows[8] == ("kaiming_uniform", {"a": 0.0, "mode": "fan_in", "nonlinearity": "relu"})
+
+
+@pytest.mark.parametrize("path", sorted(SWEEPS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    trials = cfg.trials()
+    assert len(trials) == len(cfg.schemes)
+    assert all(t.seeds == cfg.seeds and t.train == cfg.train and t.model == cfg.model for t in trials)
+
+
+def test_rows_get_the_schemes_defaults_and_a_readable_name():
+    cfg = parse_config(
+        GOOD | {"schemes": ["lsuv", {"scheme": "uniform", "low": -0.5, "high": 0.5, "label": "centered"}]}
+    )
+    assert cfg.schemes[0].params == {"tol": 0.1, "max_iter": 10} and cfg.schemes[0].name == "lsuv(tol=0.1, max_iter=10)"
+    assert cfg.schemes[1].name == "centered"
+
+
+def test_overrides_by_dotted_path():
+    cfg = load_config(
+        SWEEPS / "seed_table.yaml", ["train.epochs=1", "data.limit=6000", "schemes.1.value=0.5", "seeds=[7]"]
+    )
+    assert cfg.train.epochs == 1 and cfg.data.limit == 6000 and cfg.schemes[1].params == {"value": 0.5}
+    assert cfg.seeds == [7]
+
+
+def test_model_name_defaults_to_mlp():
+    assert parse_config(GOOD | {"model": {"hidden": [32]}}).model.hidden == [32]
+
+
+BAD = [
+    # (change to GOOD, expected start of the one-line message)
+    ({"seedz": [1]}, "seedz: unknown key"),
+    ({"train": {"lr": 0}}, "train.lr: input should be greater than 0 (got 0)"),
+    ({"train": {"lr": -1e-3}}, "train.lr: input should be greater than 0"),
+    ({"train": {"epochs": "two"}}, "train.epochs: input should be a valid integer"),
+    ({"train": {"optimizer": "lbfgs"}}, "train.optimizer: input should be 'adam' or 'sgd'"),
+    ({"train": {"batchsize": 10}}, "train.batchsize: unknown key"),
+    ({"seeds": []}, "seeds: list should have at least 1 item"),
+    ({"seeds": [1, 1]}, "seeds: seed 1 appears twice"),
+    ({"seeds": [-1]}, "seeds: seeds must be >= 0"),
+    ({"schemes": []}, "schemes: list should have at least 1 item"),
+    ({"schemes": [{"scheme": "he"}]}, "schemes.0.scheme: unknown scheme 'he' (valid: constant"),
+    ({"schemes": [{"c": 1}]}, "schemes.0.scheme: missing"),
+    (
+        {"schemes": [{"scheme": "uniform_fan_in", "gain": 2}]},
+        "schemes.0.gain: not a parameter of scheme 'uniform_fan_in'",
+    ),
+    ({"schemes": [{"scheme": "uniform", "low": 1, "high": 0}]}, "schemes.0: low (1.0) must be below high (0.0)"),
+    ({"schemes": [{"scheme": "normal", "std": 0}]}, "schemes.0.std: 0 is outside its domain (0.0, inf]"),
+    ({"model": {"name": "resnet"}}, "model: input tag 'resnet' found using 'name' does not match"),
+    ({"model": {"name": "mlp", "hidden": [256], "dropout": 1.0}}, "model.dropout: input should be less than 1"),
+    ({"model": {"name": "cnn", "hidden": [256]}}, "model.hidden: input should be a valid integer"),
+    ({"data": {"dataset": "cifar10"}}, "data.dataset: unknown dataset 'cifar10' (valid: fashion_mnist)"),
+    ({"data": {"limit": 70000}}, "data.limit: 70000 is more than the 60000 images"),
+    ({"data": {"limit": 1}}, "data.limit: 1 images leave an empty train or validation split"),
+    ({"init": {"bias": "ones"}}, "init.bias: input should be 'zeros', 'constant' or 'default'"),
+    ({"init": {"bias_value": 0.1}}, "init.bias_value: only used with bias: constant"),
+    ({"name": ""}, "name: string should have at least 1 character"),
+]
+
+
+@pytest.mark.parametrize("change,message", BAD, ids=[m.split(":")[0] for _, m in BAD])
+def test_bad_config_is_one_line_naming_the_key(change, message):
+    raw = copy.deepcopy(GOOD)
+    for key, value in change.items():
+        raw[key] = value
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    text = str(err.value)
+    assert "\n" not in text
+    assert text.startswith(message), text
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nseeds: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml: not valid YAML at line 3"):
+        load_config(broken)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("42\n")
+    with pytest.raises(ConfigError, match=r"scalar.yaml: expected a mapping of keys, got int"):
+        load_config(scalar)
+
+
+@pytest.mark.parametrize(
+    "assignment,message",
+    [
+        ("train.epochs", "--set train.epochs: expected KEY=VALUE"),
+        ("schemes.9.c=1", "schemes.9: no such list item (has 1)"),
+        ("name.x=1", "name: is not a mapping, cannot set name.x"),
+    ],
+)
+def test_bad_override(assignment, message):
+    with pytest.raises(ConfigError) as err:
+        apply_override(copy.deepcopy(GOOD), assignment)
+    assert str(err.value).startswith(message)

@@ -1,0 +1,44 @@
+"""The same checks for every registered model (timm's habit): shape, finite output, all params learn."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from initsweep.models import ACTIVATIONS, MODELS, CNNConfig, MLPConfig, build_model
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_model_forwards_and_every_parameter_gets_a_gradient(name):
+    model = build_model(MODELS[name].config(), (1, 28, 28), 10)
+    x = torch.rand(8, 1, 28, 28)
+    out = model(x)
+    assert out.shape == (8, 10) and torch.isfinite(out).all()
+    nn.functional.cross_entropy(out, torch.arange(8) % 10).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+
+
+def test_mlp_is_the_founding_net_by_default():
+    model = build_model(MLPConfig(), (1, 28, 28), 10)
+    kinds = [type(m).__name__ for m in model]
+    assert kinds == ["Flatten", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    shapes = [tuple(m.weight.shape) for m in model if isinstance(m, nn.Linear)]
+    assert shapes == [(256, 784), (128, 256), (10, 128)]
+    assert all(m.p == 0.2 for m in model if isinstance(m, nn.Dropout))
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_mlp_options(activation):
+    model = build_model(MLPConfig(hidden=[64, 32, 16], activation=activation, dropout=0.0), (1, 28, 28), 10)
+    assert not any(isinstance(m, nn.Dropout) for m in model)
+    assert sum(isinstance(m, ACTIVATIONS[activation]) for m in model) == 3
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_cnn_has_conv_layers_for_schemes_to_initialize():
+    model = build_model(CNNConfig(channels=[8, 16, 32]), (1, 28, 28), 10)
+    convs = [m for m in model if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 16, 32]
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)

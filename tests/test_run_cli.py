@@ -1,0 +1,51 @@
+"""`python sweeps/run.py` end to end, as a user runs it (real subprocess, real data)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "sweeps" / "run.py"), *args], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+
+
+def test_smoke_sweep_prints_the_result_table():
+    proc = run("sweeps/smoke.yaml", "--no-ray")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "sweep 'smoke': 3 trials x 2 seeds" in out
+    for name in ("constant(value=0)", "uniform_fan_in(c=1)", "pytorch_default"):
+        assert f"] {name}: val acc" in out  # one progress line per trial
+    table = out[out.index("scheme ") :]
+    assert table.index("uniform_fan_in") < table.index("constant(value=0)")  # best first
+    assert "3 trials, 6 trained models in" in out
+
+
+def test_overrides_reach_the_trials():
+    proc = run("sweeps/smoke.yaml", "--set", "seeds=[5]", "--set", "schemes.1.c=0.5")
+    assert proc.returncode == 0, proc.stderr
+    assert "3 trials x 1 seeds" in proc.stdout and "uniform_fan_in(c=0.5)" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["sweeps/missing.yaml"], "error: sweeps/missing.yaml: config file not found"),
+        (["sweeps/smoke.yaml", "--set", "train.lr=-1"], "error: train.lr: input should be greater than 0 (got -1)"),
+        (["sweeps/smoke.yaml", "--set", "schemes.0.scheme=he"], "error: schemes.0.scheme: unknown scheme 'he'"),
+        (["sweeps/smoke.yaml", "--set", "train.epoch=3"], "error: train.epoch: unknown key"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args, message):
+    proc = run(*args)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(message), proc.stderr
+    assert proc.stdout == ""
