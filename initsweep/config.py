@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from initsweep.data import DATASETS
 from initsweep.models import MODELS, CNNConfig, MLPConfig
-from initsweep.schemes import SchemeError, validate_params
+from initsweep.schemes import Range, SchemeError, resolve_search, validate_params
 
 __all__ = [
     "ConfigError",
@@ -161,6 +161,68 @@ class _Shared(_Strict):
         return raw
 
 
+class ObjectiveConfig(_Strict):
+    """What "best" means: the mean over seeds of one epoch metric, for ranking, search and early stopping."""
+
+    metric: Literal["val_accuracy", "val_loss", "train_loss", "last_batch_loss", "val_accuracy_train_mode"] = (
+        "val_accuracy"
+    )
+    mode: Literal["max", "min"] | None = None
+    """Default: max for accuracies, min for losses."""
+
+    @model_validator(mode="after")
+    def _mode_from_metric(self) -> ObjectiveConfig:
+        if self.mode is None:
+            object.__setattr__(self, "mode", "max" if "accuracy" in self.metric else "min")
+        return self
+
+
+class ResourcesConfig(_Strict):
+    cpus_per_trial: float = Field(default=1.0, gt=0.0)
+    """CPUs a trial holds; it trains with that many torch threads (at least one)."""
+    gpus_per_trial: float = Field(default=0.0, ge=0.0)
+    """GPUs a trial holds (fractions share a GPU); a trial holding one trains on CUDA."""
+    max_concurrent: int | None = Field(default=None, gt=0)
+    """Trials running at once; default: as many as the cluster's resources allow."""
+
+
+class SchedulerConfig(_Strict):
+    kind: Literal["fifo", "asha"] = "fifo"
+    """fifo runs every trial to the end; asha stops poor trials early (by the objective, per epoch)."""
+    grace_period: int = Field(default=1, gt=0)
+    """Epochs every trial runs before ASHA may stop it."""
+    reduction_factor: float = Field(default=2.0, gt=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, raw: Any) -> Any:
+        return {"kind": raw} if isinstance(raw, str) else raw
+
+
+class SearchConfig(_Strict):
+    """An Optuna search over schemes and their parameters, instead of a grid of `schemes` rows."""
+
+    schemes: dict[str, dict[str, Any] | None] = Field(min_length=1)
+    """Scheme -> {param: [low, high] | [choices] | null (registry range) | value (fixed)}; an empty
+    mapping searches every parameter that has a registry range."""
+    n_trials: int = Field(gt=0)
+    sampler: Literal["tpe", "random", "qmc"] = "tpe"
+    seed: int = 0
+    """The sampler's seed (which configs are tried); not a replicate seed."""
+    storage: str | None = None
+    """Optuna storage URL; default: a journal file in the sweep's Tune folder."""
+
+    @model_validator(mode="after")
+    def _spaces_resolve(self) -> SearchConfig:
+        for name, spec in self.schemes.items():
+            resolve_search(name, spec)
+        return self
+
+    def space(self) -> dict[str, dict[str, Range | float | int | str]]:
+        """Per scheme, each parameter's `Range` or fixed value."""
+        return {name: resolve_search(name, spec) for name, spec in self.schemes.items()}
+
+
 class TrialConfig(_Shared):
     """Everything one trial needs: a pure function of this gives its metrics."""
 
@@ -170,12 +232,37 @@ class TrialConfig(_Shared):
 class SweepConfig(_Shared):
     name: str = Field(min_length=1)
     """The sweep's name (the MLflow experiment)."""
-    schemes: list[SchemeRow] = Field(min_length=1)
+    schemes: list[SchemeRow] | None = Field(default=None, min_length=1)
     """The grid: each row is one trial config, trained on all seeds."""
+    search: SearchConfig | None = None
+    """Or an Optuna search: `n_trials` configs drawn from these schemes' parameter ranges."""
+    objective: ObjectiveConfig = ObjectiveConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+
+    @model_validator(mode="after")
+    def _grid_or_search(self) -> SweepConfig:
+        if (self.schemes is None) == (self.search is None):
+            raise ValueError("schemes: give either `schemes` (a grid) or `search` (an Optuna search), not both")
+        if self.objective.metric == "val_accuracy_train_mode" and not self.train.val_train_mode:
+            raise ValueError("objective.metric: val_accuracy_train_mode needs train.val_train_mode: true")
+        if self.scheduler.kind == "asha" and self.scheduler.grace_period > self.train.epochs:
+            raise ValueError(f"scheduler.grace_period: more than train.epochs ({self.train.epochs})")
+        return self
+
+    @property
+    def n_trials(self) -> int:
+        return len(self.schemes) if self.schemes is not None else self.search.n_trials
+
+    def trial(self, row: SchemeRow) -> TrialConfig:
+        shared = self.model_dump(include=set(_Shared.model_fields))
+        return TrialConfig.model_validate(shared | {"scheme": row.model_dump()})
 
     def trials(self) -> list[TrialConfig]:
-        shared = self.model_dump(include=set(_Shared.model_fields))
-        return [TrialConfig.model_validate(shared | {"scheme": row.model_dump()}) for row in self.schemes]
+        """The grid's trial configs (a search draws its own)."""
+        if self.schemes is None:
+            raise ConfigError("search sweeps draw their trials from Optuna; there is no fixed grid")
+        return [self.trial(row) for row in self.schemes]
 
 
 def _one_line(err: ValidationError) -> str:

@@ -22,11 +22,13 @@ __all__ = [
     "INIT_LAYERS",
     "SCHEMES",
     "Param",
+    "Range",
     "Scheme",
     "SchemeError",
     "apply_scheme",
     "get_scheme",
     "init_layers",
+    "resolve_search",
     "validate_params",
 ]
 
@@ -316,3 +318,63 @@ def _lsuv_rescale(model: nn.Module, layers: list[nn.Module], batch: torch.Tensor
         finally:
             hook.remove()
     model.train(was_training)
+
+
+@dataclass(frozen=True)
+class Range:
+    """A searched parameter: numbers in [low, high] (log scale or not), or one of `choices`."""
+
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    integer: bool = False
+    choices: tuple[str, ...] = ()
+
+
+def resolve_search(name: str, spec: Mapping[str, object] | None) -> dict[str, Range | float | int | str]:
+    """A scheme's search space: each parameter a `Range` to search or a fixed value.
+
+    `spec` maps parameters to `[low, high]` (a range; log scale as the registry says), a list of
+    choices, `null` (the registry's range) or a single value (fixed). An empty `spec` searches every
+    parameter that has a registry range; otherwise unlisted parameters stay at their defaults.
+    """
+    scheme = get_scheme(name)
+    spec = dict(spec or {})
+    unknown = sorted(set(spec) - set(scheme.params))
+    if unknown:
+        valid = ", ".join(scheme.params) or "none"
+        raise SchemeError(f"not a parameter of scheme {name!r} (valid: {valid})", f"{name}.{unknown[0]}")
+    if not spec:
+        spec = {k: None for k, p in scheme.params.items() if p.search is not None}
+    space: dict[str, Range | float | int | str] = {}
+    for key, p in scheme.params.items():
+        where = f"{name}.{key}"
+        value = spec.get(key, p.default)
+        if key in spec and value is None:
+            if p.search is None and not p.choices:
+                raise SchemeError("has no default search range; give [low, high]", where)
+            value = list(p.choices) if p.choices else list(p.search)
+        if not isinstance(value, list):
+            try:
+                space[key] = p.check(key, value)
+            except SchemeError as err:
+                raise SchemeError(err.problem, where) from None
+            continue
+        if p.choices:
+            bad = [v for v in value if v not in p.choices]
+            if bad or not value:
+                raise SchemeError(f"choices {value!r} are not among {', '.join(p.choices)}", where)
+            space[key] = Range(choices=tuple(value))
+            continue
+        if len(value) != 2:
+            raise SchemeError(f"expected [low, high], got {value!r}", where)
+        try:
+            low, high = (p.check(key, v) for v in value)
+        except SchemeError as err:
+            raise SchemeError(f"range {value!r}: {err.problem}", where) from None
+        if not low < high:
+            raise SchemeError(f"range {value!r}: low must be below high", where)
+        if p.log and low <= 0:
+            raise SchemeError(f"range {value!r}: a log-scale range must be above 0", where)
+        space[key] = Range(low, high, log=p.log, integer=p.integer)
+    return space

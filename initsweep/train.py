@@ -11,6 +11,7 @@ metrics from then on are the finite penalties `DIVERGED_LOSS` and `DIVERGED_ACCU
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -45,8 +46,9 @@ DIVERGED_ACCURACY = 0.0
 PROBE_SIZE = 500
 """Train images (the split's first) that LSUV and the init diagnostics measure on."""
 
-EpochCallback = Callable[[int, list[dict[str, float]]], None]
-"""`on_epoch(epoch, metrics)`: `metrics[i]` is seed i's metrics for that epoch (1-based)."""
+EpochCallback = Callable[[int, list["SeedResult"]], None]
+"""`on_epoch(epoch, seeds)` after every seed trained epoch `epoch` (1-based): each `SeedResult` so far,
+its `epochs[-1]` that epoch's metrics; after the last epoch `test_accuracy` is set too."""
 
 
 @dataclass
@@ -57,7 +59,8 @@ class SeedResult:
     and val_accuracy_train_mode (%, dropout on) when asked for."""
     step_losses: list[tuple[int, float]] = field(default_factory=list)
     """(step, training loss) every `train.log_every` steps, for loss curves."""
-    test_accuracy: float = DIVERGED_ACCURACY
+    test_accuracy: float | None = None
+    """Measured after the last epoch (`DIVERGED_ACCURACY` for a diverged seed); None if stopped early."""
     diverged_step: int | None = None
     diagnostics: list[dict[str, float | str]] = field(default_factory=list)
     seconds: float = 0.0
@@ -66,10 +69,18 @@ class SeedResult:
     def diverged(self) -> bool:
         return self.diverged_step is not None
 
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SeedResult:
+        return cls(**(d | {"step_losses": [tuple(x) for x in d["step_losses"]]}))
+
     @property
     def final(self) -> dict[str, float]:
-        """The last epoch's metrics plus test_accuracy."""
-        return self.epochs[-1] | {"test_accuracy": self.test_accuracy}
+        """The last epoch's metrics, plus test_accuracy once measured."""
+        test = {} if self.test_accuracy is None else {"test_accuracy": self.test_accuracy}
+        return self.epochs[-1] | test
 
 
 @dataclass
@@ -140,7 +151,7 @@ class _SeedRun:
         for d, s in zip(self._cuda(), states[1:], strict=True):
             torch.cuda.set_rng_state(s, d)
 
-    def train_epoch(self, data: Data) -> dict[str, float]:
+    def train_epoch(self, data: Data) -> None:
         """Train one epoch, then evaluate; after divergence, only record the penalty."""
         r = self.result
         if r.diverged:
@@ -152,9 +163,9 @@ class _SeedRun:
             self.rng_state = self._get_rng()
         if metrics is None or not all(math.isfinite(v) for v in metrics.values()):
             r.diverged_step = r.diverged_step or self.step
-            return self._record_penalty()
-        r.epochs.append(metrics)
-        return metrics
+            self._record_penalty()
+        else:
+            r.epochs.append(metrics)
 
     def _train_and_evaluate(
         self, data: Data, batch_size: int, log_every: int, val_train_mode: bool
@@ -188,7 +199,7 @@ class _SeedRun:
             metrics["val_accuracy_train_mode"] = evaluate(model, data.val, train_mode=True)[1]
         return metrics
 
-    def _record_penalty(self) -> dict[str, float]:
+    def _record_penalty(self) -> None:
         metrics = {
             "train_loss": DIVERGED_LOSS,
             "last_batch_loss": DIVERGED_LOSS,
@@ -198,14 +209,13 @@ class _SeedRun:
         if self.trial.train.val_train_mode:
             metrics["val_accuracy_train_mode"] = DIVERGED_ACCURACY
         self.result.epochs.append(metrics)
-        return metrics
 
-    def finish(self, data: Data) -> SeedResult:
+    def finish(self, data: Data) -> None:
+        self.result.test_accuracy = DIVERGED_ACCURACY
         if not self.result.diverged:
             test_loss, test_accuracy = evaluate(self.model, data.test)
             if math.isfinite(test_loss):
                 self.result.test_accuracy = test_accuracy
-        return self.result
 
 
 def run_trial(
@@ -224,12 +234,12 @@ def run_trial(
     data = data.to(device)
     runs = [_SeedRun(trial, data, seed, device) for seed in trial.seeds]
     for epoch in range(1, trial.train.epochs + 1):
-        metrics = []
         for run in runs:
             seed_start = time.perf_counter()
-            metrics.append(run.train_epoch(data))
+            run.train_epoch(data)
+            if epoch == trial.train.epochs:
+                run.finish(data)
             run.result.seconds += time.perf_counter() - seed_start
         if on_epoch is not None:
-            on_epoch(epoch, metrics)
-    seeds = [run.finish(data) for run in runs]
-    return TrialResult(trial, seeds, time.perf_counter() - start)
+            on_epoch(epoch, [run.result for run in runs])
+    return TrialResult(trial, [run.result for run in runs], time.perf_counter() - start)

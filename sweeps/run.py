@@ -1,35 +1,45 @@
 """Run an init-scheme sweep: `python sweeps/run.py [CONFIG] [--set KEY=VALUE ...]`.
 
-Until the Ray Tune sweep lands, trials run in this process one after another (what `--no-ray` will
-keep doing as the debug mode). Exit code 2 with one line on stderr for bad input.
+Trials run on Ray Tune (an embedded local Ray unless `--address`/`RAY_ADDRESS` names a cluster), Optuna
+draws them for `search` sweeps, and every sweep, trial and seed is recorded in MLflow. Running the same
+command again resumes an interrupted sweep. `--no-ray` trains in this process instead (debug mode).
+Bad input: exit code 2 and one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 import time
 from pathlib import Path
 
-from initsweep.config import ConfigError, load_config
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's initsweep (ray job working dirs)
+
+from initsweep.config import ConfigError, SweepConfig, load_config
 from initsweep.data import DataError
-from initsweep.report import format_table, summarize
-from initsweep.runner import default_device, run_in_process
+from initsweep.report import aggregate, format_table
 
 DEFAULT_CONFIG = Path(__file__).with_name("seed_table.yaml")
 
+EXAMPLES = """examples:
+  python sweeps/run.py                                   # the founding seed table: 9 schemes x 5 seeds
+  python sweeps/run.py sweeps/search_bounds.yaml         # Optuna searches bounds and gains
+  python sweeps/run.py sweeps/smoke.yaml --no-ray        # seconds, in this process, no Ray, no MLflow
+  python sweeps/run.py --set train.epochs=1 --set data.limit=6000
+  ray job submit --working-dir . -- python sweeps/run.py sweeps/seed_table.yaml --tracking-uri http://HEAD:5000
+"""
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Sweep weight-init schemes over replicate seeds and print a result table.",
-        epilog="examples:\n"
-        "  python sweeps/run.py                                  # the founding seed table, 5 seeds\n"
-        "  python sweeps/run.py sweeps/smoke.yaml --no-ray       # seconds, in this process\n"
-        "  python sweeps/run.py --set train.epochs=1 --set data.limit=6000",
+    p = argparse.ArgumentParser(
+        description="Sweep weight-init schemes over replicate seeds with Ray Tune, Optuna and MLflow.",
+        epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG), help="sweep YAML (default: %(default)s)")
-    parser.add_argument(
+    p.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG), help="sweep YAML (default: %(default)s)")
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -37,42 +47,126 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="override a config key by its dotted path (repeatable), e.g. train.lr=3e-4",
     )
-    parser.add_argument(
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's "
+        "own default, ./mlflow.db, so a plain `mlflow ui` here shows the runs)",
+    )
+    p.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="Ray cluster to join: auto, HOST:PORT or ray://... (default: $RAY_ADDRESS, else an embedded local Ray)",
+    )
+    p.add_argument(
+        "--storage-path",
+        default="~/ray_results",
+        help="where Tune keeps the sweep's state, for resuming; shared (NFS) on a multi-node cluster "
+        "(default: %(default)s)",
+    )
+    p.add_argument("--fresh", action="store_true", help="start the sweep over under a new run instead of resuming")
+    p.add_argument(
         "--no-ray",
         action="store_true",
-        help="run trials in this process one after another (debug mode; currently the only mode)",
+        help="train the grid's trials in this process one after another (debug: no Ray, no MLflow)",
     )
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    return parser.parse_args(argv)
+    p.add_argument("--device", default=None, help="--no-ray only: torch device (default: cuda if present)")
+    p.add_argument("--verbose", action="store_true", help="show Ray's logs and Tune's progress tables")
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         sweep = load_config(args.config, args.overrides)
-        n_trials = len(sweep.schemes)
-        print(
-            f"sweep {sweep.name!r}: {n_trials} trials x {len(sweep.seeds)} seeds, in-process "
-            f"on {args.device or default_device()}",
-            flush=True,
-        )
-        start = time.perf_counter()
-
-        def progress(i: int, total: int, result) -> None:
-            s = summarize(result)
-            print(
-                f"[{i}/{total}] {result.config.scheme.name}: val acc {s['val_accuracy_mean']:.2f}% "
-                f"± {s['val_accuracy_std']:.2f} ({result.seconds:.1f} s)",
-                flush=True,
-            )
-
-        results = run_in_process(sweep, device=args.device, on_trial=progress)
+        if args.no_ray:
+            return run_in_process(sweep, args.device)
+        return run_with_ray(sweep, args)
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def run_in_process(sweep: SweepConfig, device: str | None) -> int:
+    from initsweep.runner import default_device
+    from initsweep.runner import run_in_process as run
+
+    if sweep.search is not None:
+        raise ConfigError("search: --no-ray runs grid sweeps only (Optuna search runs through Ray Tune)")
+    print(
+        f"sweep {sweep.name!r}: {sweep.n_trials} trials x {len(sweep.seeds)} seeds, in-process "
+        f"on {device or default_device()}",
+        flush=True,
+    )
+    start = time.perf_counter()
+
+    def progress(i: int, total: int, result) -> None:
+        s = aggregate(result.seeds)
+        print(
+            f"[{i}/{total}] {result.config.scheme.name}: val acc {s['val_accuracy']:.2f}% "
+            f"± {s['val_accuracy_std']:.2f} ({result.seconds:.1f} s)",
+            flush=True,
+        )
+
+    results = run(sweep, device=device, on_trial=progress)
     print()
-    print(format_table(results))
-    print(f"\n{n_trials} trials, {n_trials * len(sweep.seeds)} trained models in {time.perf_counter() - start:.1f} s")
+    print(
+        format_table([(r.config.scheme.name, r.seeds) for r in results], sweep.objective.metric, sweep.objective.mode)
+    )
+    n = sweep.n_trials
+    print(f"\n{n} trials, {n * len(sweep.seeds)} trained models in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
+    import mlflow
+
+    from initsweep.runner import load_sweep_data
+    from initsweep.tracking import ui_hint
+    from initsweep.tuning import connect, run_sweep
+
+    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    storage = Path(args.storage_path).expanduser()
+    try:
+        storage.mkdir(parents=True, exist_ok=True)
+        if not os.access(storage, os.W_OK):
+            raise PermissionError
+    except OSError:
+        raise ConfigError(f"--storage-path {args.storage_path}: cannot create or write this folder") from None
+    if not args.verbose:
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter honours verbose=0
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("optuna").setLevel(logging.WARNING)
+    data = load_sweep_data(sweep)  # before Ray starts: a missing dataset fails in a second
+    start = time.perf_counter()
+    dashboard = connect(args.address, args.verbose)
+    kind = "search" if sweep.search else "grid"
+    print(
+        f"sweep {sweep.name!r} ({kind}): {sweep.n_trials} trials x {len(sweep.seeds)} seeds on Ray "
+        f"({args.address or 'embedded'}{', dashboard ' + dashboard if dashboard else ''})",
+        flush=True,
+    )
+    outcome = run_sweep(
+        sweep, data, tracking_uri=tracking_uri, storage_path=str(storage), fresh=args.fresh, verbose=args.verbose
+    )
+    print()
+    if outcome.rows:
+        print(format_table(outcome.rows, sweep.objective.metric, sweep.objective.mode))
+    if outcome.best:
+        name, value = outcome.best
+        print(f"\nbest: {name} ({sweep.objective.metric} {value:.4g}, mean over {len(sweep.seeds)} seeds)")
+    finished = len(outcome.rows) + outcome.n_errors
+    print(
+        f"\n{finished}/{sweep.n_trials} trials done ({outcome.n_errors} failed) in "
+        f"{time.perf_counter() - start:.1f} s; Tune state: {outcome.experiment_dir}"
+    )
+    print(
+        f"MLflow: experiment {sweep.name!r} (id {outcome.experiment_id}), parent run {outcome.parent_run_id}, "
+        f"store {tracking_uri}"
+    )
+    print(f"  UI: {ui_hint(tracking_uri, outcome.experiment_id, outcome.parent_run_id)}")
+    if finished < sweep.n_trials:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -28,7 +28,7 @@ def test_per_epoch_metrics_and_k_step_losses(small_data):
     result = run_trial(
         trial(seeds=[0, 1], train={"epochs": 2, "log_every": 5, "val_train_mode": True}),
         small_data,
-        on_epoch=lambda epoch, metrics: seen.append((epoch, metrics)),
+        on_epoch=lambda epoch, seeds: seen.append((epoch, [dict(s.epochs[-1]) for s in seeds])),
     )
     assert [e for e, _ in seen] == [1, 2] and all(len(m) == 2 for _, m in seen)
     for i, s in enumerate(result.seeds):

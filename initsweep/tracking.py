@@ -1,0 +1,226 @@
+"""MLflow: one parent run per sweep, a nested run per trial, a nested run per seed under each trial.
+
+Everything is written from the driver (one writer, so the default SQLite store never sees "database is
+locked") and idempotently: runs are found again by their `sweep_id` / `trial_id` tags, a trial's runs
+are written once it has finished, and its run is marked FINISHED last, after its seed runs. A trial
+run that is not FINISHED is a partial write (the driver died mid-way): it is deleted and written again.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus
+
+from initsweep.config import SweepConfig, TrialConfig
+from initsweep.report import aggregate
+from initsweep.train import SeedResult
+
+__all__ = ["Tracker", "TrialRecord", "is_local_uri", "ui_hint"]
+
+MAX_BATCH = 900  # MLflow takes at most 1000 metrics per log_batch
+
+
+@dataclass
+class TrialRecord:
+    """What the driver knows about one finished (or failed) trial."""
+
+    trial_id: str
+    trial: TrialConfig
+    seeds: list[SeedResult]
+    error: str | None = None
+    node_id: str | None = None
+
+
+def is_local_uri(uri: str) -> bool:
+    """A store only this machine can write: a folder or an SQLite file."""
+    return urlparse(uri).scheme in ("", "file", "sqlite")
+
+
+def ui_hint(uri: str, experiment_id: str, run_id: str) -> str:
+    """How to see a run: the command that opens the MLflow UI on the store, and the page to open."""
+    page = f"#/experiments/{experiment_id}/runs/{run_id}"
+    if urlparse(uri).scheme in ("http", "https"):
+        return f"open {uri.rstrip('/')}/{page}"
+    return f"mlflow ui --backend-store-uri '{uri}' --host 127.0.0.1 --port 5000, then open http://127.0.0.1:5000/{page}"
+
+
+def _code_version() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _flat_params(trial: TrialConfig) -> dict[str, str]:
+    """The params a trial run shows: scheme, its parameters, and the settings a reader compares."""
+    params = {"scheme": trial.scheme.scheme, **trial.scheme.params}
+    params |= {
+        "model": trial.model.name,
+        **{f"model.{k}": v for k, v in trial.model.model_dump().items() if k != "name"},
+    }
+    params |= {k: v for k, v in trial.train.model_dump().items()}
+    params |= {f"data.{k}": v for k, v in trial.data.model_dump().items()}
+    params |= {"init.bias": trial.init.bias, "n_seeds": len(trial.seeds)}
+    return {k: str(v) for k, v in params.items()}
+
+
+def _metrics(values: dict[str, float], step: int, ts: int) -> list[Metric]:
+    return [Metric(k, float(v), ts, step) for k, v in values.items() if k != "n"]
+
+
+class Tracker:
+    """Writes a sweep into an MLflow store. Picklable: the client is made on first use."""
+
+    def __init__(self, tracking_uri: str, sweep: SweepConfig, sweep_id: str):
+        self.tracking_uri, self.sweep, self.sweep_id = tracking_uri, sweep, sweep_id
+        self.experiment_id: str | None = None
+        self.parent_run_id: str | None = None
+        self._client: MlflowClient | None = None
+
+    def __getstate__(self) -> dict:
+        return self.__dict__ | {"_client": None}
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    def _experiment(self) -> str:
+        exp = self.client.get_experiment_by_name(self.sweep.name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        location = None
+        if self.tracking_uri.startswith("sqlite:///"):  # artifacts beside the database, not in ./mlruns
+            location = (Path(self.tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
+        return self.client.create_experiment(self.sweep.name, artifact_location=location)
+
+    def _find(self, kind: str, extra: str = "") -> list:
+        assert self.experiment_id is not None
+        query = f"tags.sweep_id = '{self.sweep_id}' AND tags.run_kind = '{kind}'{extra}"
+        return list(self.client.search_runs([self.experiment_id], query, max_results=10_000))
+
+    def start_sweep(self, experiment_dir: str) -> str:
+        """Find or create the sweep's parent run and mark it RUNNING; returns its id."""
+        self.experiment_id = self._experiment()
+        found = self._find("sweep")
+        if found:
+            self.parent_run_id = found[0].info.run_id
+            self.client.update_run(self.parent_run_id, status="RUNNING")
+            return self.parent_run_id
+        s = self.sweep
+        mode = "search" if s.search else "grid"
+        tags = {
+            "sweep_id": self.sweep_id,
+            "run_kind": "sweep",
+            "mlflow.source.git.commit": _code_version(),
+            "mlflow.note.content": f"initsweep {mode} sweep '{s.name}': {s.n_trials} trials x "
+            f"{len(s.seeds)} seeds, {s.model.name} on {s.data.dataset}, objective {s.objective.metric} "
+            f"({s.objective.mode}). Tune folder: {experiment_dir}",
+        }
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"{s.name} ({mode})")
+        self.parent_run_id = run.info.run_id
+        params = {
+            "mode": mode,
+            "n_trials": s.n_trials,
+            "seeds": s.seeds,
+            "dataset": s.data.dataset,
+            "data.limit": s.data.limit,
+            "model": s.model.name,
+            "optimizer": s.train.optimizer,
+            "lr": s.train.lr,
+            "batch_size": s.train.batch_size,
+            "epochs": s.train.epochs,
+            "objective": f"{s.objective.metric} ({s.objective.mode})",
+            "scheduler": s.scheduler.kind,
+        }
+        if s.search:
+            params |= {"sampler": s.search.sampler, "search.seed": s.search.seed}
+        self.client.log_batch(self.parent_run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        self.client.log_text(
+            self.parent_run_id, yaml.safe_dump(s.model_dump(mode="json"), sort_keys=False), "sweep.yaml"
+        )
+        return self.parent_run_id
+
+    def end_sweep(self, status: str = "FINISHED", summary: dict[str, float] | None = None) -> None:
+        if summary:
+            ts = int(time.time() * 1000)
+            self.client.log_batch(self.parent_run_id, metrics=_metrics(summary, 0, ts))
+        self.client.set_terminated(self.parent_run_id, status)
+
+    def is_recorded(self, trial_id: str) -> bool:
+        runs = self._find("trial", f" AND tags.trial_id = '{trial_id}'")
+        return any(r.info.status in ("FINISHED", "FAILED") for r in runs)
+
+    def record_trial(self, record: TrialRecord) -> str | None:
+        """Write a finished or failed trial with its seed runs, unless it is already recorded."""
+        trial_filter = f" AND tags.trial_id = '{record.trial_id}'"
+        existing = self._find("trial", trial_filter)
+        if any(r.info.status in ("FINISHED", "FAILED") for r in existing):
+            return None
+        for partial in existing + self._find("seed", trial_filter):
+            self.client.delete_run(partial.info.run_id)
+
+        c, ts = self.client, int(time.time() * 1000)
+        params = [Param(k, v) for k, v in _flat_params(record.trial).items()]
+        base_tags = {"sweep_id": self.sweep_id, "trial_id": record.trial_id, "node_id": record.node_id or ""}
+        diverged = sum(s.diverged for s in record.seeds)
+        trial_tags = base_tags | {
+            "run_kind": "trial",
+            "mlflow.parentRunId": self.parent_run_id,
+            "diverged": str(diverged > 0).lower(),
+            "n_diverged": str(diverged),
+        }
+        name = record.trial.scheme.name
+        trial_run = c.create_run(self.experiment_id, tags=trial_tags, run_name=name).info.run_id
+        c.log_batch(trial_run, params=params)
+        if record.seeds:
+            epochs = min(len(s.epochs) for s in record.seeds)
+            metrics = [m for e in range(1, epochs + 1) for m in _metrics(aggregate(record.seeds, e), e, ts)]
+            metrics += [m for m in _metrics(aggregate(record.seeds), epochs, ts) if m.key.startswith("test_accuracy")]
+            self._log_metrics(trial_run, metrics)
+        for seed in record.seeds:
+            self._record_seed(record, seed, trial_run, params, base_tags, name, ts)
+        if record.error:
+            c.set_tag(trial_run, "error", record.error.strip().splitlines()[-1][:500] if record.error.strip() else "")
+            c.log_text(trial_run, record.error, "error.txt")
+        c.set_terminated(trial_run, "FAILED" if record.error else "FINISHED")
+        return trial_run
+
+    def _record_seed(self, record, seed: SeedResult, trial_run, params, base_tags, name, ts) -> None:
+        c = self.client
+        tags = base_tags | {
+            "run_kind": "seed",
+            "mlflow.parentRunId": trial_run,
+            "seed": str(seed.seed),
+            "diverged": str(seed.diverged).lower(),
+        }
+        if seed.diverged:
+            tags["diverged_step"] = str(seed.diverged_step)
+        run = c.create_run(self.experiment_id, tags=tags, run_name=f"{name} seed={seed.seed}").info.run_id
+        c.log_batch(run, params=[*params, Param("seed", str(seed.seed))])
+        metrics = [m for e, values in enumerate(seed.epochs, 1) for m in _metrics(values, e, ts)]
+        metrics += [Metric("minibatch_loss", loss, ts, step) for step, loss in seed.step_losses]
+        if seed.test_accuracy is not None:
+            metrics.append(Metric("test_accuracy", seed.test_accuracy, ts, len(seed.epochs)))
+        metrics.append(Metric("seconds", seed.seconds, ts, 0))
+        self._log_metrics(run, metrics)
+        c.log_text(run, json.dumps(seed.diagnostics, indent=1), "init_diagnostics.json")
+        c.set_terminated(run, RunStatus.to_string(RunStatus.FINISHED))
+
+    def _log_metrics(self, run_id: str, metrics: list[Metric]) -> None:
+        for i in range(0, len(metrics), MAX_BATCH):
+            self.client.log_batch(run_id, metrics=metrics[i : i + MAX_BATCH])

@@ -1,0 +1,411 @@
+"""Ray Tune wiring: a thin trainable around `run_trial`, the Tuner, resources, scheduler and restore.
+
+The trainable only translates: Tune config -> `TrialConfig`, each epoch's seed results -> one
+`tune.report` (means and stds over seeds, the objective, and the seeds' full history as JSON so the
+driver can record a trial from its last result alone). The dataset travels once through the object
+store (`tune.with_parameters`); actors are reused between trials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+import torch
+from ray import tune
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from initsweep.config import ConfigError, SweepConfig
+from initsweep.data import Data
+from initsweep.report import aggregate
+from initsweep.search import OptunaSpace, grid_rows, make_sampler, row_from_params
+from initsweep.tracking import Tracker, TrialRecord, is_local_uri
+from initsweep.train import SeedResult, run_trial
+
+__all__ = ["SweepOutcome", "connect", "experiment_dir", "run_sweep", "sweep_hash"]
+
+SWEEP_FILE = "initsweep-sweep.json"
+
+
+def train_trial(config: dict[str, Any], *, sweep: SweepConfig, data: Data) -> None:
+    """The Ray Tune trainable: one trial config on all the sweep's seeds, one report per epoch."""
+    torch.set_num_threads(max(1, int(sweep.resources.cpus_per_trial)))
+    trial = sweep.trial(row_from_params(config))
+    use_cuda = sweep.resources.gpus_per_trial > 0 and torch.cuda.is_available()
+    node_id = ray.get_runtime_context().get_node_id()
+
+    def report(epoch: int, seeds: list[SeedResult]) -> None:
+        tune.report(epoch_report(sweep, epoch, seeds) | {"node_id": node_id, "device": "cuda" if use_cuda else "cpu"})
+
+    run_trial(trial, data, device="cuda" if use_cuda else "cpu", on_epoch=report)
+
+
+def epoch_report(sweep: SweepConfig, epoch: int, seeds: list[SeedResult]) -> dict[str, Any]:
+    """Means and stds over seeds at `epoch`, the objective, and every seed's history so far."""
+    metrics = aggregate(seeds, epoch) | ({} if seeds[0].test_accuracy is None else _test(seeds))
+    metrics["objective"] = metrics[sweep.objective.metric]
+    metrics["epoch"] = epoch
+    metrics["seed_results"] = json.dumps([s.to_dict() for s in seeds])
+    return metrics
+
+
+def _test(seeds: list[SeedResult]) -> dict[str, float]:
+    return {k: v for k, v in aggregate(seeds).items() if k.startswith("test_accuracy")}
+
+
+def seeds_of(result: dict[str, Any] | None) -> list[SeedResult]:
+    if not result or "seed_results" not in result:
+        return []
+    return [SeedResult.from_dict(d) for d in json.loads(result["seed_results"])]
+
+
+def sweep_hash(sweep: SweepConfig) -> str:
+    """Identifies what a sweep computes (resources excluded): the same config resumes the same sweep."""
+    science = sweep.model_dump(mode="json", exclude={"resources"})
+    return hashlib.sha256(json.dumps(science, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def experiment_dir(sweep: SweepConfig, storage_path: str) -> Path:
+    return Path(storage_path).expanduser().resolve() / f"{sweep.name}-{sweep_hash(sweep)}"
+
+
+class Progress(tune.Callback):
+    """One line per finished trial: done/total, its objective, the best so far, elapsed time and ETA."""
+
+    def __init__(self, sweep: SweepConfig, printer=print):
+        self.sweep, self.printer = sweep, printer
+        self.start, self.done_at_start = time.monotonic(), None
+
+    def setup(self, **info) -> None:
+        self.start, self.done_at_start = time.monotonic(), None
+
+    def _line(self, trials: list[Trial], trial: Trial, failed: bool) -> None:
+        total = self.sweep.n_trials
+        finished = [t for t in trials if t.status in (Trial.TERMINATED, Trial.ERROR) or t is trial]
+        done = len(finished)
+        if self.done_at_start is None:
+            self.done_at_start = done - 1
+        elapsed = time.monotonic() - self.start
+        rate = elapsed / max(1, done - self.done_at_start)
+        obj = self.sweep.objective
+        label = row_from_params(trial.config).name
+        r = trial.last_result or {}
+        if failed or "objective" not in r:
+            what = "FAILED" if failed else "stopped before its first epoch"
+        else:
+            what = f"{obj.metric} {r['objective']:.4g} ± {r.get(obj.metric + '_std', 0):.2g}"
+            what += f" ({int(r['diverged'])} diverged)" if r.get("diverged") else ""
+            if r["epoch"] < self.sweep.train.epochs:
+                what += f", stopped early after epoch {r['epoch']}"
+        best = _best(finished, obj.mode)
+        best_text = (
+            f"best {row_from_params(best.config).name} {best.last_result['objective']:.4g}" if best else "best -"
+        )
+        self.printer(
+            f"[{done}/{total}] {label}: {what}  (trial {trial.trial_id}) | {best_text} | "
+            f"{_clock(elapsed)} elapsed, ETA {_clock(rate * max(0, total - done))}",
+            flush=True,
+        )
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._line(trials, trial, failed=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._line(trials, trial, failed=True)
+
+
+def _best(trials: list[Trial], mode: str) -> Trial | None:
+    """The best finished trial by its objective; diverged trials never count as best."""
+    ok = [t for t in trials if t.last_result and "objective" in t.last_result and not t.last_result.get("diverged")]
+    if not ok:
+        return None
+    pick = max if mode == "max" else min
+    return pick(ok, key=lambda t: t.last_result["objective"])
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
+class RecordTrials(tune.Callback):
+    """Writes each trial to MLflow from the driver as soon as it finishes or fails.
+
+    At the end it goes over every trial once more: a resumed sweep's trials that finished before the
+    interruption are recorded if an earlier driver died before writing them (writes are idempotent).
+    `records` then holds every finished or failed trial of the sweep.
+    """
+
+    def __init__(self, tracker: Tracker, sweep: SweepConfig):
+        self.tracker, self.sweep = tracker, sweep
+        self.records: dict[str, TrialRecord] = {}
+
+    def _record(self, trial: Trial, error: str | None = None) -> None:
+        record = record_of(self.sweep, trial.trial_id, trial.config, trial.last_result, error)
+        self.tracker.record_trial(record)
+        self.records[trial.trial_id] = record
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._record(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._record(trial, _error_text(trial))
+
+    def on_experiment_end(self, trials, **info) -> None:
+        for trial in trials:
+            # An interrupted sweep ends its running trials TERMINATED too, but without a `done` result.
+            if trial.status == Trial.TERMINATED and (trial.last_result or {}).get("done"):
+                self._record(trial)
+            elif trial.status == Trial.ERROR:
+                self._record(trial, _error_text(trial))
+
+
+def _error_text(trial: Trial) -> str:
+    path = getattr(trial, "error_file", None)
+    try:
+        return Path(path).read_text() if path else "trial failed"
+    except OSError:
+        return "trial failed"
+
+
+def record_of(sweep: SweepConfig, trial_id: str, config: dict, result: dict | None, error: str | None = None):
+    return TrialRecord(
+        trial_id=trial_id,
+        trial=sweep.trial(row_from_params(config)),
+        seeds=seeds_of(result),
+        error=error,
+        node_id=(result or {}).get("node_id"),
+    )
+
+
+@dataclass
+class SweepOutcome:
+    sweep_id: str
+    experiment_dir: Path
+    experiment_id: str
+    parent_run_id: str
+    rows: list[tuple[str, list[SeedResult]]]
+    """(trial name, seed results) of every trial that reported."""
+    best: tuple[str, float] | None
+    """(trial name, objective) of the best trial that neither diverged nor failed."""
+    resumed: bool
+    n_errors: int
+
+
+def connect(address: str | None, verbose: bool = False) -> str | None:
+    """Start an embedded Ray (dashboard on 127.0.0.1) or join a cluster; returns the dashboard URL.
+
+    `ConfigError` when the cluster cannot be reached."""
+    if ray.is_initialized():
+        return None
+    kwargs: dict[str, Any] = {"logging_level": "INFO" if verbose else "ERROR", "log_to_driver": verbose}
+    try:
+        if address:
+            context = ray.init(address=address, **kwargs)
+        else:
+            context = ray.init(dashboard_host="127.0.0.1", include_dashboard=True, **kwargs)
+        return context.dashboard_url or None
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"--address {address}: cannot connect to a Ray cluster ({first})") from None
+
+
+def check_cluster(tracking_uri: str, storage: Path) -> None:
+    """On a multi-node cluster, refuse stores that the other nodes or the user's UI cannot share."""
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    if len(nodes) < 2:
+        return
+    if is_local_uri(tracking_uri):
+        raise ConfigError(
+            f"--tracking-uri {tracking_uri}: a multi-node cluster needs an MLflow tracking server "
+            "(e.g. --tracking-uri http://HEAD_IP:5000), not a local file or SQLite store"
+        )
+    storage.mkdir(parents=True, exist_ok=True)
+    marker = storage / f".initsweep-shared-{uuid.uuid4().hex}"
+    marker.write_text("shared?")
+    try:
+        seen = ray.get(
+            [
+                _exists.options(
+                    scheduling_strategy=ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
+                        n["NodeID"], soft=False
+                    )
+                ).remote(str(marker))
+                for n in nodes
+            ]
+        )
+    finally:
+        marker.unlink(missing_ok=True)
+    blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen, strict=True) if not ok]
+    if blind:
+        raise ConfigError(
+            f"--storage-path {storage.parent}: not visible from node {blind[0]}; multi-node sweeps need "
+            "a shared folder (NFS) or cloud storage"
+        )
+
+
+@ray.remote(num_cpus=0)
+def _exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def _sweep_id(exp_dir: Path, fresh: bool) -> str:
+    """The sweep's id, kept in its Tune folder; `fresh` moves an earlier start aside first."""
+    meta = exp_dir / SWEEP_FILE
+    if fresh and exp_dir.exists():
+        exp_dir.rename(exp_dir.with_name(f"{exp_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"))
+    if meta.is_file():
+        return json.loads(meta.read_text())["sweep_id"]
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    sweep_id = uuid.uuid4().hex[:12]
+    meta.write_text(json.dumps({"sweep_id": sweep_id}))
+    return sweep_id
+
+
+def run_sweep(
+    sweep: SweepConfig,
+    data: Data,
+    *,
+    tracking_uri: str,
+    storage_path: str,
+    fresh: bool = False,
+    verbose: bool = False,
+    printer=print,
+) -> SweepOutcome:
+    """Run (or resume) a sweep on the connected Ray cluster and record it in MLflow."""
+    exp_dir = experiment_dir(sweep, storage_path)
+    check_cluster(tracking_uri, exp_dir.parent)
+    sweep_id = _sweep_id(exp_dir, fresh)
+    tracker = Tracker(tracking_uri, sweep, sweep_id)
+    parent = tracker.start_sweep(str(exp_dir))
+
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, sweep=sweep, data=data),
+        {"cpu": sweep.resources.cpus_per_trial, "gpu": sweep.resources.gpus_per_trial},
+    )
+    recorder = RecordTrials(tracker, sweep)
+    callbacks = [Progress(sweep, printer), recorder]
+    can_restore = tune.Tuner.can_restore(str(exp_dir))
+    if can_restore:
+        printer(f"resuming sweep {sweep_id} from {exp_dir}", flush=True)
+        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=False, restart_errored=False)
+        # A restored Tuner brings back pickled callbacks; use this run's (new URI, fresh clocks).
+        tuner._local_tuner.get_run_config().callbacks = callbacks
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=_param_space(sweep),
+            tune_config=_tune_config(sweep, exp_dir, sweep_id),
+            run_config=tune.RunConfig(
+                name=exp_dir.name,
+                storage_path=str(exp_dir.parent),
+                callbacks=callbacks,
+                verbose=2 if verbose else 0,
+            ),
+        )
+    try:
+        tuner.fit()
+    except BaseException:
+        tracker.end_sweep("KILLED")
+        raise
+
+    records = list(recorder.records.values())
+    done = [r for r in records if r.error is None and r.seeds]
+    n_errors = sum(r.error is not None for r in records)
+    best = best_record(done, sweep)
+    complete = len(records) >= sweep.n_trials
+    summary = {"trials_finished": len(done), "trials_failed": n_errors}
+    if best:
+        summary["best_objective"] = best[1]
+    if complete and sweep.search is not None:
+        close_stale_optuna_trials(sweep, exp_dir, sweep_id)
+    tracker.end_sweep("FINISHED" if complete else "KILLED", summary)
+    return SweepOutcome(
+        sweep_id,
+        exp_dir,
+        tracker.experiment_id,
+        parent,
+        [(r.trial.scheme.name, r.seeds) for r in done],
+        best,
+        resumed=can_restore,
+        n_errors=n_errors,
+    )
+
+
+def best_record(records: list[TrialRecord], sweep: SweepConfig) -> tuple[str, float] | None:
+    """(name, objective) of the best trial; trials with a diverged seed never count as best."""
+    obj = sweep.objective
+    scored = [
+        (r.trial.scheme.name, aggregate(r.seeds)[obj.metric]) for r in records if not any(s.diverged for s in r.seeds)
+    ]
+    if not scored:
+        return None
+    return (max if obj.mode == "max" else min)(scored, key=lambda t: t[1])
+
+
+def close_stale_optuna_trials(sweep: SweepConfig, exp_dir: Path, sweep_id: str) -> None:
+    """Mark FAIL any Optuna trial a finished sweep left RUNNING (one whose Tune trial never reported)."""
+    study = optuna.load_study(study_name=f"{sweep.name}-{sweep_id}", storage=optuna_storage(sweep, exp_dir))
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+
+
+def _param_space(sweep: SweepConfig) -> dict[str, Any]:
+    return {"row": tune.grid_search(grid_rows(sweep))} if sweep.schemes is not None else {}
+
+
+def _tune_config(sweep: SweepConfig, exp_dir: Path, sweep_id: str) -> tune.TuneConfig:
+    obj, sched = sweep.objective, sweep.scheduler
+    scheduler = None
+    if sched.kind == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=sweep.train.epochs,
+            grace_period=sched.grace_period,
+            reduction_factor=sched.reduction_factor,
+        )
+    search_alg, num_samples, max_concurrent = None, 1, sweep.resources.max_concurrent
+    if sweep.search is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            search_alg = OptunaSearch(
+                space=OptunaSpace(sweep.search),
+                metric="objective",
+                mode=obj.mode,
+                sampler=make_sampler(sweep.search),
+                study_name=f"{sweep.name}-{sweep_id}",
+                storage=optuna_storage(sweep, exp_dir),
+            )
+        num_samples = sweep.search.n_trials
+        if max_concurrent is None:  # OptunaSearch needs a bound, or it asks for every trial at once
+            cpus = ray.cluster_resources().get("CPU", 1)
+            max_concurrent = max(1, int(cpus // sweep.resources.cpus_per_trial))
+    return tune.TuneConfig(
+        metric="objective",
+        mode=obj.mode,
+        search_alg=search_alg,
+        scheduler=scheduler,
+        num_samples=num_samples,
+        max_concurrent_trials=max_concurrent,
+        reuse_actors=True,
+    )
+
+
+def optuna_storage(sweep: SweepConfig, exp_dir: Path) -> optuna.storages.BaseStorage:
+    """The config's storage URL, or a journal file in the sweep's Tune folder (resumes with it)."""
+    if sweep.search and sweep.search.storage:
+        return optuna.storages.get_storage(sweep.search.storage)
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(exp_dir / "optuna-journal.log")))
