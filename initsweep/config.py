@@ -215,7 +215,11 @@ class SearchConfig(_Strict):
     @model_validator(mode="after")
     def _spaces_resolve(self) -> SearchConfig:
         for name, spec in self.schemes.items():
-            resolve_search(name, spec)
+            try:
+                resolve_search(name, spec)
+            except SchemeError as err:
+                key = name if err.key in (None, "scheme") else err.key
+                raise SchemeError(err.problem, f"schemes.{key}") from None
         return self
 
     def space(self) -> dict[str, dict[str, Range | float | int | str]]:

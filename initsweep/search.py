@@ -8,6 +8,7 @@ Seeds are never searched: every trial trains on all of the sweep's seeds.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import optuna
@@ -57,8 +58,11 @@ def row_from_params(params: dict[str, Any]) -> SchemeRow:
 
 
 def make_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
-    if search.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=search.seed)
-    if search.sampler == "qmc":
-        return optuna.samplers.QMCSampler(seed=search.seed, warn_independent_sampling=False)
-    return optuna.samplers.TPESampler(seed=search.seed)
+    """TPE models each scheme's parameters jointly (`group`), which suits a conditional space."""
+    with warnings.catch_warnings():  # QMC and TPE's multivariate/group options are "experimental"
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if search.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=search.seed)
+        if search.sampler == "qmc":
+            return optuna.samplers.QMCSampler(seed=search.seed, warn_independent_sampling=False)
+        return optuna.samplers.TPESampler(seed=search.seed, multivariate=True, group=True)

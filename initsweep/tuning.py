@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import time
 import uuid
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,6 +210,8 @@ def connect(address: str | None, verbose: bool = False) -> str | None:
     if ray.is_initialized():
         return None
     kwargs: dict[str, Any] = {"logging_level": "INFO" if verbose else "ERROR", "log_to_driver": verbose}
+    if address and address != "auto":
+        _check_reachable(address)
     try:
         if address:
             context = ray.init(address=address, **kwargs)
@@ -219,6 +221,15 @@ def connect(address: str | None, verbose: bool = False) -> str | None:
     except (ConnectionError, RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"--address {address}: cannot connect to a Ray cluster ({first})") from None
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on an address nothing listens at (ray.init would retry for minutes)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"--address {address}: no Ray cluster answers there ({err})") from None
 
 
 def check_cluster(tracking_uri: str, storage: Path) -> None:
@@ -377,16 +388,14 @@ def _tune_config(sweep: SweepConfig, exp_dir: Path, sweep_id: str) -> tune.TuneC
         )
     search_alg, num_samples, max_concurrent = None, 1, sweep.resources.max_concurrent
     if sweep.search is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            search_alg = OptunaSearch(
-                space=OptunaSpace(sweep.search),
-                metric="objective",
-                mode=obj.mode,
-                sampler=make_sampler(sweep.search),
-                study_name=f"{sweep.name}-{sweep_id}",
-                storage=optuna_storage(sweep, exp_dir),
-            )
+        search_alg = OptunaSearch(
+            space=OptunaSpace(sweep.search),
+            metric="objective",
+            mode=obj.mode,
+            sampler=make_sampler(sweep.search),
+            study_name=f"{sweep.name}-{sweep_id}",
+            storage=optuna_storage(sweep, exp_dir),
+        )
         num_samples = sweep.search.n_trials
         if max_concurrent is None:  # OptunaSearch needs a bound, or it asks for every trial at once
             cpus = ray.cluster_resources().get("CPU", 1)

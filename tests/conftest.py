@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from initsweep.data import Data, load_data
-
-ROOT_CONFIGS = "sweeps"
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +23,32 @@ def small_data() -> Data:
 def _two_threads():
     """The test machine has 2 cores; keep torch from oversubscribing them."""
     torch.set_num_threads(2)
+
+
+ROOT = Path(__file__).parents[1]
+
+
+def run_cli(*args: str, cwd, timeout: float = 600, env: dict | None = None):
+    """`python sweeps/run.py ARGS` as a user runs it, in `cwd`, with no tracking URI or Ray address set."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "sweeps" / "run.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=clean | (env or {}),
+    )
+
+
+def mlflow_runs(uri: str, experiment: str) -> dict[str, list]:
+    """Active runs of an experiment by kind: {'sweep': [...], 'trial': [...], 'seed': [...]}."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=10_000) if exp else []
+    out: dict[str, list] = {"sweep": [], "trial": [], "seed": []}
+    for r in runs:
+        out[r.data.tags["run_kind"]].append(r)
+    return out

@@ -42,8 +42,11 @@ def test_seed_table_is_the_founding_experiment():
 @pytest.mark.parametrize("path", sorted(SWEEPS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
+    if cfg.search is not None:
+        assert cfg.n_trials == cfg.search.n_trials and set(cfg.search.space()) == set(cfg.search.schemes)
+        return
     trials = cfg.trials()
-    assert len(trials) == len(cfg.schemes)
+    assert len(trials) == len(cfg.schemes) == cfg.n_trials
     assert all(t.seeds == cfg.seeds and t.train == cfg.train and t.model == cfg.model for t in trials)
 
 
@@ -96,7 +99,38 @@ BAD = [
     ({"init": {"bias": "ones"}}, "init.bias: input should be 'zeros', 'constant' or 'default'"),
     ({"init": {"bias_value": 0.1}}, "init.bias_value: only used with bias: constant"),
     ({"name": ""}, "name: string should have at least 1 character"),
+    ({"search": {"n_trials": 2, "schemes": {"uniform_fan_in": {}}}}, "schemes: give either `schemes` (a grid) or"),
+    ({"objective": {"metric": "test_accuracy"}}, "objective.metric: input should be 'val_accuracy'"),
+    ({"objective": {"metric": "val_accuracy_train_mode"}}, "objective.metric: val_accuracy_train_mode needs"),
+    ({"resources": {"cpus_per_trial": 0}}, "resources.cpus_per_trial: input should be greater than 0"),
+    ({"resources": {"gpus_per_trial": -1}}, "resources.gpus_per_trial: input should be greater than or equal to 0"),
+    ({"scheduler": "hyperband"}, "scheduler.kind: input should be 'fifo' or 'asha'"),
+    ({"scheduler": {"kind": "asha", "grace_period": 5}}, "scheduler.grace_period: more than train.epochs (2)"),
 ]
+
+SEARCH = {"name": "s", "seeds": [0], "search": {"n_trials": 3, "schemes": {"uniform_fan_in": {}}}}
+BAD_SEARCH = [
+    ({"schemes": {"he": {}}}, "search.schemes.he: unknown scheme 'he'"),
+    ({"schemes": {"uniform_fan_in": {"gain": [1, 2]}}}, "search.schemes.uniform_fan_in.gain: not a parameter"),
+    ({"schemes": {"uniform_fan_in": {"c": [-1, 2]}}}, "search.schemes.uniform_fan_in.c: range [-1, 2]: -1 is outside"),
+    ({"schemes": {"uniform_fan_in": {"c": [2, 1]}}}, "search.schemes.uniform_fan_in.c: range [2, 1]: low must"),
+    ({"schemes": {"uniform": {"low": [0, 1, 2]}}}, "search.schemes.uniform.low: expected [low, high]"),
+    ({"schemes": {"kaiming_normal": {"mode": ["fan_avg"]}}}, "search.schemes.kaiming_normal.mode: choices ['fan_avg']"),
+    ({"schemes": {"normal": {"mean": [0, 1], "std": -1}}}, "search.schemes.normal.std: -1 is outside its domain"),
+    ({"n_trials": 0}, "search.n_trials: input should be greater than 0"),
+    ({"sampler": "cmaes"}, "search.sampler: input should be 'tpe', 'random' or 'qmc'"),
+]
+
+
+@pytest.mark.parametrize(
+    "change,message", BAD_SEARCH, ids=[f"{m.split(':')[0]}-{i}" for i, (_, m) in enumerate(BAD_SEARCH)]
+)
+def test_bad_search_section_names_the_parameter(change, message):
+    raw = copy.deepcopy(SEARCH)
+    raw["search"].update(change)
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw)
+    assert str(err.value).startswith(message), str(err.value)
 
 
 @pytest.mark.parametrize("change,message", BAD, ids=[m.split(":")[0] for _, m in BAD])

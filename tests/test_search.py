@@ -1,0 +1,78 @@
+"""Search spaces with a real Optuna study: conditional parameters, fixed values, trial configs."""
+
+from __future__ import annotations
+
+import pickle
+
+import optuna
+import pytest
+
+from initsweep.config import SearchConfig, parse_config
+from initsweep.schemes import SCHEMES, Range
+from initsweep.search import OptunaSpace, make_sampler, row_from_params
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def search(**schemes) -> SearchConfig:
+    return SearchConfig(n_trials=40, schemes=schemes, seed=3)
+
+
+def draw(cfg: SearchConfig, n: int = 40) -> list[dict]:
+    study = optuna.create_study(sampler=make_sampler(cfg), direction="maximize")
+    space = pickle.loads(pickle.dumps(OptunaSpace(cfg)))  # Tune pickles the searcher with its space
+    drawn = []
+    for _ in range(n):
+        trial = study.ask()
+        fixed = space(trial)
+        drawn.append(trial.params | fixed)
+        study.tell(trial, 1.0)
+    return drawn
+
+
+def test_parameters_are_conditional_on_the_scheme():
+    cfg = search(uniform_fan_in={}, xavier_uniform={}, uniform_symmetric={"y": [0.01, 0.5]}, pytorch_default={})
+    drawn = draw(cfg)
+    assert {d["scheme"] for d in drawn} == {"uniform_fan_in", "xavier_uniform", "uniform_symmetric", "pytorch_default"}
+    for d in drawn:
+        expected = {f"{d['scheme']}.{p}" for p in SCHEMES[d["scheme"]].params} | {"scheme"}
+        assert set(d) == expected  # uniform_fan_in has c and no gain, and so on
+        row = row_from_params(d)
+        assert row.scheme == d["scheme"] and set(row.params) == set(SCHEMES[d["scheme"]].params)
+        if d["scheme"] == "uniform_fan_in":
+            assert 0.1 <= row.params["c"] <= 10 and "gain" not in row.params
+        if d["scheme"] == "uniform_symmetric":
+            assert 0.01 <= row.params["y"] <= 0.5
+
+
+def test_listed_parameters_are_searched_and_the_rest_fixed():
+    cfg = search(kaiming_normal={"a": 0.1, "mode": ["fan_in", "fan_out"]}, lsuv={"max_iter": [1, 5], "tol": 0.2})
+    space = cfg.space()
+    assert space["kaiming_normal"] == {"a": 0.1, "mode": Range(choices=("fan_in", "fan_out")), "nonlinearity": "relu"}
+    assert space["lsuv"] == {"tol": 0.2, "max_iter": Range(1, 5, integer=True)}
+    for d in draw(cfg, 20):
+        row = row_from_params(d)
+        if row.scheme == "lsuv":
+            assert isinstance(row.params["max_iter"], int) and 1 <= row.params["max_iter"] <= 5
+            assert row.params["tol"] == 0.2
+        else:
+            assert row.params["a"] == 0.1 and row.params["mode"] in ("fan_in", "fan_out")
+
+
+def test_an_empty_mapping_searches_the_registry_ranges():
+    space = search(trunc_normal={}).space()["trunc_normal"]
+    assert space == {"std": Range(1e-3, 1.0, log=True), "bound": Range(0.5, 4.0)}
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "qmc"])
+def test_samplers_are_reproducible_from_the_search_seed(sampler):
+    cfg = SearchConfig(n_trials=8, sampler=sampler, seed=1, schemes={"uniform_fan_in": {}, "xavier_normal": {}})
+    assert draw(cfg, 8) == draw(cfg, 8)
+    other = SearchConfig(n_trials=8, sampler=sampler, seed=2, schemes={"uniform_fan_in": {}, "xavier_normal": {}})
+    assert draw(cfg, 8) != draw(other, 8)
+
+
+def test_grid_rows_round_trip():
+    sweep = parse_config({"name": "g", "seeds": [0], "schemes": [{"scheme": "uniform", "low": -0.5, "high": 0.5}]})
+    row = sweep.schemes[0]
+    assert row_from_params({"row": row.model_dump()}) == row

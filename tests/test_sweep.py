@@ -1,0 +1,153 @@
+"""The sweep end to end through `sweeps/run.py`: real Ray (local, 2 CPUs), Optuna and an MLflow store."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections import Counter
+
+import optuna
+from conftest import ROOT, mlflow_runs, run_cli
+from mlflow import MlflowClient
+
+
+def assert_complete(runs: dict, n_trials: int, n_seeds: int) -> None:
+    """One FINISHED parent, trial and seed runs, correctly nested, none duplicated or left RUNNING."""
+    assert [r.info.status for r in runs["sweep"]] == ["FINISHED"]
+    parent = runs["sweep"][0].info.run_id
+    assert Counter(r.info.status for r in runs["trial"]) == {"FINISHED": n_trials}
+    assert Counter(r.info.status for r in runs["seed"]) == {"FINISHED": n_trials * n_seeds}
+    trial_ids = [r.data.tags["trial_id"] for r in runs["trial"]]
+    assert len(set(trial_ids)) == n_trials
+    by_id = {r.info.run_id: r for r in runs["trial"]}
+    assert all(r.data.tags["mlflow.parentRunId"] == parent for r in runs["trial"])
+    for seed_run in runs["seed"]:
+        trial = by_id[seed_run.data.tags["mlflow.parentRunId"]]
+        assert seed_run.data.tags["trial_id"] == trial.data.tags["trial_id"]
+    pairs = Counter((r.data.tags["trial_id"], r.data.params["seed"]) for r in runs["seed"])
+    assert set(pairs.values()) == {1}
+
+
+def test_grid_sweep_records_every_trial_and_seed_and_resumes_idempotently(tmp_path):
+    proc = run_cli(str(ROOT / "sweeps" / "smoke.yaml"), "--storage-path", str(tmp_path / "ray"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert [line.split("]")[0] for line in out.splitlines() if line.startswith("[")] == ["[1/3", "[2/3", "[3/3"]
+    assert "ETA" in out and "best " in out
+    assert "val acc % (eval)" in out and "3/3 trials done (0 failed)" in out
+    assert "mlflow ui --backend-store-uri 'sqlite:///" in out
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"  # MLflow's own default, in the working directory
+    runs = mlflow_runs(uri, "smoke")
+    assert_complete(runs, n_trials=3, n_seeds=2)
+    client = MlflowClient(uri)
+    sweep = runs["sweep"][0]
+    assert sweep.data.params["mode"] == "grid" and sweep.data.params["n_trials"] == "3"
+    assert sweep.data.tags["mlflow.source.git.commit"]
+    assert [a.path for a in client.list_artifacts(sweep.info.run_id)] == ["sweep.yaml"]
+    assert sweep.data.metrics["trials_finished"] == 3
+
+    trials = {r.data.params["scheme"]: r for r in runs["trial"]}
+    assert set(trials) == {"constant", "uniform_fan_in", "pytorch_default"}
+    rule = trials["uniform_fan_in"]
+    assert rule.data.params["c"] == "1.0" and "gain" not in rule.data.params
+    assert {"model", "optimizer", "lr", "epochs"} <= set(rule.data.params)
+    assert rule.data.params["lr"] == "0.001" and rule.data.params["epochs"] == "1"
+    history = client.get_metric_history(rule.info.run_id, "val_accuracy")
+    assert [m.step for m in history] == [1]
+    seeds = [r for r in runs["seed"] if r.data.tags["mlflow.parentRunId"] == rule.info.run_id]
+    seed_acc = [r.data.metrics["val_accuracy"] for r in seeds]
+    assert rule.data.metrics["val_accuracy"] == sum(seed_acc) / 2  # the trial's mean over its seeds
+    assert "val_accuracy_std" in rule.data.metrics and "test_accuracy" in rule.data.metrics
+    for s in seeds:
+        assert s.data.params["seed"] in ("0", "1") and s.data.tags["diverged"] == "false"
+        assert len(client.get_metric_history(s.info.run_id, "minibatch_loss")) == 1  # 16 steps, one per 10
+        assert [a.path for a in client.list_artifacts(s.info.run_id)] == ["init_diagnostics.json"]
+
+    # The same command again: the sweep is found finished, nothing trains, nothing is written twice.
+    again = run_cli(str(ROOT / "sweeps" / "smoke.yaml"), "--storage-path", str(tmp_path / "ray"), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming sweep" in again.stdout
+    assert not [line for line in again.stdout.splitlines() if line.startswith("[")]
+    assert_complete(mlflow_runs(uri, "smoke"), n_trials=3, n_seeds=2)
+
+
+def test_search_sweep_conditional_params_and_optuna_study(tmp_path):
+    uri = f"sqlite:///{tmp_path}/search.db"
+    proc = run_cli(
+        str(ROOT / "sweeps" / "search_bounds.yaml"),
+        *("--set", "search.n_trials=5", "--set", "data.limit=1000", "--set", "train.epochs=1"),
+        *("--set", "seeds=[0,1]", "--tracking-uri", uri, "--storage-path", str(tmp_path / "ray")),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "best: " in proc.stdout
+    runs = mlflow_runs(uri, "search_bounds")
+    assert_complete(runs, n_trials=5, n_seeds=2)
+    assert runs["sweep"][0].data.params["mode"] == "search"
+    expected = {"uniform_symmetric": {"y"}, "uniform_fan_in": {"c"}, "normal_fan_in": {"c"}}
+    expected |= {"xavier_uniform": {"gain"}, "orthogonal": {"gain"}}
+    every_param = {"y", "c", "gain"}
+    for r in runs["trial"]:
+        scheme = r.data.params["scheme"]
+        assert set(r.data.params) & every_param == expected[scheme]  # uniform_fan_in has c and no gain
+
+    tune_dir = next((tmp_path / "ray").glob("search_bounds-*"))
+    sweep_id = json.loads((tune_dir / "initsweep-sweep.json").read_text())["sweep_id"]
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tune_dir / "optuna-journal.log"))
+    )
+    study = optuna.load_study(study_name=f"search_bounds-{sweep_id}", storage=storage)
+    assert Counter(t.state.name for t in study.trials) == {"COMPLETE": 5}
+    objectives = sorted(round(t.value, 6) for t in study.trials)
+    assert objectives == sorted(round(r.data.metrics["val_accuracy"], 6) for r in runs["trial"])
+
+
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
+    args = [
+        sys.executable,
+        str(ROOT / "sweeps" / "run.py"),
+        *("--set", "data.limit=3000", "--set", "seeds=[0,1]", "--storage-path", str(tmp_path / "ray")),
+    ]
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    finished_first = []
+    for line in first.stdout:
+        if line.startswith("["):
+            finished_first.append(line.split("(trial ")[1].split(")")[0])
+            if len(finished_first) == 2:
+                first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=120) == 130
+    assert 2 <= len(finished_first) < 9
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    interrupted = mlflow_runs(uri, "seed_table")
+    assert [r.info.status for r in interrupted["sweep"]] == ["KILLED"]
+    assert len(interrupted["trial"]) == len(finished_first)
+    assert all(r.info.status == "FINISHED" for r in interrupted["trial"] + interrupted["seed"])
+
+    second = run_cli(
+        "--set", "data.limit=3000", "--set", "seeds=[0,1]", "--storage-path", str(tmp_path / "ray"), cwd=tmp_path
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    finished_second = [
+        line.split("(trial ")[1].split(")")[0] for line in second.stdout.splitlines() if line.startswith("[")
+    ]
+    assert not set(finished_first) & set(finished_second)  # no finished trial trained twice
+    assert len(finished_first) + len(finished_second) == 9
+    assert_complete(mlflow_runs(uri, "seed_table"), n_trials=9, n_seeds=2)
+
+
+def test_config_error_exits_2_and_creates_nothing(tmp_path):
+    for bad in (["--set", "train.lr=0"], ["--set", "schemes.0.scheme=he"], ["--set", "search.n_trials=3"]):
+        proc = run_cli(*bad, "--storage-path", str(tmp_path / "ray"), cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith("error: ")
+    assert list(tmp_path.iterdir()) == []  # no mlflow.db, no Tune folder, no Optuna journal
+
+
+def test_unreachable_ray_address_is_one_line(tmp_path):
+    proc = run_cli(str(ROOT / "sweeps" / "smoke.yaml"), "--address", "127.0.0.1:1", cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: --address 127.0.0.1:1: no Ray cluster answers there")
+    assert not (tmp_path / "mlflow.db").exists()
