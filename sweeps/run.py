@@ -136,6 +136,7 @@ def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter honours verbose=0
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("optuna").setLevel(logging.WARNING)
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     data = load_sweep_data(sweep)  # before Ray starts: a missing dataset fails in a second
     start = time.perf_counter()
     dashboard = connect(args.address, args.verbose)

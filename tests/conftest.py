@@ -52,3 +52,42 @@ def mlflow_runs(uri: str, experiment: str) -> dict[str, list]:
     for r in runs:
         out[r.data.tags["run_kind"]].append(r)
     return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on a free 127.0.0.1 port (SQLite backend, served artifacts); yields its URI."""
+    import time
+    import urllib.request
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    cmd = [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db"]
+    cmd += ["--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port)]
+    with open(root / "server.log", "w") as log:
+        server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{uri}/health", timeout=2)
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError(
+                    f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}"
+                ) from None
+            time.sleep(0.5)
+    yield uri
+    server.terminate()
+    server.wait(timeout=30)

@@ -1,0 +1,98 @@
+"""Clusters: two real Ray nodes, `ray job submit` against a local head, and cluster.yaml's schema."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, free_port, mlflow_runs, run_cli
+from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.cluster_utils import Cluster
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+@pytest.fixture
+def two_nodes():
+    """A head and a worker node on 127.0.0.1, one CPU each."""
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()
+
+
+def test_trials_land_on_both_nodes_and_local_stores_are_refused(two_nodes, mlflow_server, tmp_path):
+    smoke = str(ROOT / "sweeps" / "smoke.yaml")
+    proc = run_cli(
+        smoke,
+        *("--address", two_nodes.address, "--tracking-uri", mlflow_server, "--storage-path", str(tmp_path / "ray")),
+        *("--set", "schemes.1.c=0.5", "--set", "schemes.2.scheme=kaiming_normal"),  # its own experiment
+        *("--set", "name=two_nodes"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = mlflow_runs(mlflow_server, "two_nodes")
+    assert len(runs["trial"]) == 3 and all(r.info.status == "FINISHED" for r in runs["trial"] + runs["seed"])
+    assert len({r.data.tags["node_id"] for r in runs["trial"]}) == 2
+
+    local = run_cli(smoke, "--address", two_nodes.address, "--storage-path", str(tmp_path / "ray"), cwd=tmp_path)
+    assert local.returncode == 2
+    assert local.stderr.startswith(f"error: --tracking-uri sqlite:///{tmp_path}/mlflow.db: a multi-node cluster needs")
+    assert local.stderr.count("\n") == 1
+
+
+def test_ray_job_submit_runs_a_smoke_sweep(tmp_path):
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
+    port, dashboard = free_port(), free_port()
+    # The head's `python` (the job's entrypoint) must be this virtualenv's.
+    env = os.environ | {"RAY_AUTH_MODE": "token", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    start = [RAY, "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}"]
+    start += ["--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    subprocess.run(start, check=True, capture_output=True, env=env, timeout=120)
+    try:
+        db = tmp_path / "job.db"
+        submit = [RAY, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", str(ROOT), "--"]
+        submit += ["python", "sweeps/run.py", "sweeps/smoke.yaml", "--tracking-uri", f"sqlite:///{db}"]
+        submit += ["--storage-path", str(tmp_path / "ray")]
+        proc = subprocess.run(submit, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        assert "3/3 trials done (0 failed)" in proc.stdout
+        runs = mlflow_runs(f"sqlite:///{db}", "smoke")
+        assert len(runs["trial"]) == 3 and len(runs["seed"]) == 6
+        assert all(r.info.status == "FINISHED" for r in runs["sweep"] + runs["trial"] + runs["seed"])
+    finally:
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_cluster_yaml_passes_rays_schema():
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    validate_config(prepare_config(config))
+    assert set(config["available_node_types"]) == {"head", "cpu_worker", "gpu_worker"}
+    assert config["available_node_types"]["gpu_worker"]["resources"] == {"GPU": 1}
+    setup = "\n".join(config["setup_commands"])
+    assert "dataset-fashion-mnist" in setup and "pip install -q -e ~/initsweep" in setup
+    assert all("--dashboard-host=127.0.0.1" in c for c in config["head_start_ray_commands"] if "--head" in c)
+
+
+def test_cluster_yaml_comments_every_key():
+    """Each key has a comment on the line above it or at the end of its line."""
+    lines = (ROOT / "cluster.yaml").read_text().splitlines()
+    keys = [(i, line) for i, line in enumerate(lines) if re.match(r"^\s*(- )?\"?[~\w./-]+\"?:", line)]
+    uncommented = [line for i, line in keys if not lines[i - 1].strip().startswith("#") and " # " not in line]
+    assert not uncommented
+
+
+def test_a_broken_cluster_yaml_fails_the_schema():
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    config["available_node_types"]["head"]["instance"] = "m5.xlarge"
+    with pytest.raises(Exception, match="'instance' was unexpected"):
+        validate_config(prepare_config(config))
