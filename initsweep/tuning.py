@@ -53,15 +53,13 @@ def train_trial(config: dict[str, Any], *, sweep: SweepConfig, data: Data) -> No
 
 def epoch_report(sweep: SweepConfig, epoch: int, seeds: list[SeedResult]) -> dict[str, Any]:
     """Means and stds over seeds at `epoch`, the objective, and every seed's history so far."""
-    metrics = aggregate(seeds, epoch) | ({} if seeds[0].test_accuracy is None else _test(seeds))
+    metrics = aggregate(seeds, epoch)
+    if seeds[0].test_accuracy is not None:  # the last epoch
+        metrics |= {k: v for k, v in aggregate(seeds).items() if k.startswith("test_accuracy")}
     metrics["objective"] = metrics[sweep.objective.metric]
     metrics["epoch"] = epoch
     metrics["seed_results"] = json.dumps([s.to_dict() for s in seeds])
     return metrics
-
-
-def _test(seeds: list[SeedResult]) -> dict[str, float]:
-    return {k: v for k, v in aggregate(seeds).items() if k.startswith("test_accuracy")}
 
 
 def seeds_of(result: dict[str, Any] | None) -> list[SeedResult]:

@@ -30,7 +30,7 @@ def test_smoke_sweep_prints_the_result_table():
 
 
 def test_overrides_reach_the_trials():
-    proc = run("sweeps/smoke.yaml", "--set", "seeds=[5]", "--set", "schemes.1.c=0.5")
+    proc = run("sweeps/smoke.yaml", "--no-ray", "--set", "seeds=[5]", "--set", "schemes.1.c=0.5")
     assert proc.returncode == 0, proc.stderr
     assert "3 trials x 1 seeds" in proc.stdout and "uniform_fan_in(c=0.5)" in proc.stdout
 
