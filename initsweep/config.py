@@ -227,6 +227,25 @@ class SearchConfig(_Strict):
         return {name: resolve_search(name, spec) for name, spec in self.schemes.items()}
 
 
+class ReferenceConfig(_Strict):
+    """Published numbers to set beside ours, each marked inside or outside our interval."""
+
+    metric: Literal["val_accuracy", "val_accuracy_train_mode", "test_accuracy"] = "val_accuracy_train_mode"
+    """Which of our metrics they measured (the founding table: validation with dropout on)."""
+    source: str = ""
+    """Where the numbers come from, for the report."""
+    values: dict[str, dict[str, float]] = Field(min_length=1)
+    """Row name (its label) -> {run name: value}."""
+
+
+class ReportConfig(_Strict):
+    baseline: str | None = None
+    """Row (name or label) the others are compared with, paired by seed; default: the pytorch_default row."""
+    level: float = Field(default=0.95, gt=0.0, lt=1.0)
+    """Confidence level of the intervals."""
+    reference: ReferenceConfig | None = None
+
+
 class TrialConfig(_Shared):
     """Everything one trial needs: a pure function of this gives its metrics."""
 
@@ -243,11 +262,22 @@ class SweepConfig(_Shared):
     objective: ObjectiveConfig = ObjectiveConfig()
     resources: ResourcesConfig = ResourcesConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    report: ReportConfig = ReportConfig()
 
     @model_validator(mode="after")
     def _grid_or_search(self) -> SweepConfig:
         if (self.schemes is None) == (self.search is None):
             raise ValueError("schemes: give either `schemes` (a grid) or `search` (an Optuna search), not both")
+        if self.schemes is not None:
+            names = [row.name for row in self.schemes]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"schemes: two rows are named {dup[0]!r}; give one a label")
+            if self.report.baseline is not None and self.report.baseline not in names:
+                raise ValueError(f"report.baseline: no row named {self.report.baseline!r}")
+            unknown = sorted(set(self.report.reference.values) - set(names)) if self.report.reference else []
+            if unknown:
+                raise ValueError(f"report.reference.values: no row named {unknown[0]!r}")
         if self.objective.metric == "val_accuracy_train_mode" and not self.train.val_train_mode:
             raise ValueError("objective.metric: val_accuracy_train_mode needs train.val_train_mode: true")
         if self.scheduler.kind == "asha" and self.scheduler.grace_period > self.train.epochs:

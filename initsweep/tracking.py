@@ -9,7 +9,9 @@ run that is not FINISHED is a partial write (the driver died mid-way): it is del
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +21,14 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus
 
-from initsweep.config import SweepConfig, TrialConfig
-from initsweep.report import aggregate
+from initsweep.config import SweepConfig, TrialConfig, parse_config
+from initsweep.report import ReportRow, SeedRecord, aggregate
+from initsweep.schemes import get_scheme
 from initsweep.train import SeedResult
 
-__all__ = ["Tracker", "TrialRecord", "is_local_uri", "ui_hint"]
+__all__ = ["Tracker", "TrialRecord", "find_sweep_run", "is_local_uri", "log_report", "read_sweep", "ui_hint"]
+
+EPOCH_METRICS = ("train_loss", "last_batch_loss", "val_loss", "val_accuracy", "val_accuracy_train_mode")
 
 MAX_BATCH = 900  # MLflow takes at most 1000 metrics per log_batch
 
@@ -224,3 +229,66 @@ class Tracker:
     def _log_metrics(self, run_id: str, metrics: list[Metric]) -> None:
         for i in range(0, len(metrics), MAX_BATCH):
             self.client.log_batch(run_id, metrics=metrics[i : i + MAX_BATCH])
+
+
+def _typed_params(scheme: str, params: dict[str, str]) -> dict[str, float | int | str]:
+    """A trial run's scheme parameters, back from MLflow's strings to the registry's types."""
+    out: dict[str, float | int | str] = {}
+    for name, p in get_scheme(scheme).params.items():
+        if name in params:
+            text = params[name]
+            out[name] = text if p.choices else int(float(text)) if p.integer else float(text)
+    return out
+
+
+def find_sweep_run(client: MlflowClient, experiment: str, run_id: str | None = None):
+    """The sweep's parent run: `run_id`, or the latest sweep run of `experiment`."""
+    if run_id:
+        return client.get_run(run_id)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise LookupError(f"--experiment {experiment}: no such MLflow experiment")
+    runs = client.search_runs(
+        [exp.experiment_id], "tags.run_kind = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1
+    )
+    if not runs:
+        raise LookupError(f"--experiment {experiment}: holds no initsweep sweep run")
+    return runs[0]
+
+
+def read_sweep(client: MlflowClient, parent) -> tuple[SweepConfig, list[ReportRow]]:
+    """A sweep's config and its finished trials, read back from MLflow alone (no Ray, no Tune files)."""
+    parent_id = parent.info.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        sweep = parse_config(yaml.safe_load(Path(client.download_artifacts(parent_id, "sweep.yaml", tmp)).read_text()))
+        exp = [parent.info.experiment_id]
+        sweep_id = parent.data.tags["sweep_id"]
+        base = f"tags.sweep_id = '{sweep_id}' AND attributes.status = 'FINISHED'"
+        trials = client.search_runs(
+            exp, f"{base} AND tags.run_kind = 'trial'", order_by=["attributes.start_time ASC"], max_results=10_000
+        )
+        seed_runs: dict[str, list] = {}
+        for run in client.search_runs(exp, f"{base} AND tags.run_kind = 'seed'", max_results=50_000):
+            seed_runs.setdefault(run.data.tags["mlflow.parentRunId"], []).append(run)
+        rows = []
+        for trial in trials:
+            scheme = trial.data.params["scheme"]
+            seeds = []
+            for run in sorted(seed_runs.get(trial.info.run_id, []), key=lambda r: int(r.data.params["seed"])):
+                rid = run.info.run_id
+                final = {k: v for k, v in run.data.metrics.items() if k in EPOCH_METRICS or k == "test_accuracy"}
+                losses = [(m.step, m.value) for m in client.get_metric_history(rid, "minibatch_loss")]
+                diagnostics = json.loads(Path(client.download_artifacts(rid, "init_diagnostics.json", tmp)).read_text())
+                diverged = run.data.tags.get("diverged") == "true"
+                seeds.append(SeedRecord(int(run.data.params["seed"]), final, sorted(losses), diagnostics, diverged))
+            if not seeds:
+                continue
+            row = ReportRow(trial.info.run_name, scheme, _typed_params(scheme, trial.data.params), seeds)
+            row.objective = statistics.fmean(s.final[sweep.objective.metric] for s in seeds)
+            rows.append(row)
+    return sweep, rows
+
+
+def log_report(client: MlflowClient, run_id: str, folder: Path) -> None:
+    """Attach a report folder to the sweep's parent run (artifacts under `report/`)."""
+    client.log_artifacts(run_id, str(folder), "report")

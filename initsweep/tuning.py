@@ -28,9 +28,9 @@ from ray.tune.search.optuna import OptunaSearch
 
 from initsweep.config import ConfigError, SweepConfig
 from initsweep.data import Data
-from initsweep.report import aggregate
+from initsweep.report import Report, aggregate, build_report
 from initsweep.search import OptunaSpace, grid_rows, make_sampler, row_from_params
-from initsweep.tracking import Tracker, TrialRecord, is_local_uri
+from initsweep.tracking import Tracker, TrialRecord, is_local_uri, log_report, read_sweep
 from initsweep.train import SeedResult, run_trial
 
 __all__ = ["SweepOutcome", "connect", "experiment_dir", "run_sweep", "sweep_hash"]
@@ -193,8 +193,8 @@ class SweepOutcome:
     experiment_dir: Path
     experiment_id: str
     parent_run_id: str
-    rows: list[tuple[str, list[SeedResult]]]
-    """(trial name, seed results) of every trial that reported."""
+    report: Report | None
+    """The report over every finished trial (None when none finished)."""
     best: tuple[str, float] | None
     """(trial name, objective) of the best trial that neither diverged nor failed."""
     resumed: bool
@@ -288,6 +288,7 @@ def run_sweep(
     *,
     tracking_uri: str,
     storage_path: str,
+    report_dir: str = "reports",
     fresh: bool = False,
     verbose: bool = False,
     printer=print,
@@ -339,13 +340,18 @@ def run_sweep(
         summary["best_objective"] = best[1]
     if complete and sweep.search is not None:
         close_stale_optuna_trials(sweep, exp_dir, sweep_id)
+    report = None
+    if done:  # drawn from MLflow, exactly as `sweeps/report.py` rebuilds it later
+        _, rows = read_sweep(tracker.client, tracker.client.get_run(parent))
+        report = build_report(rows, sweep, Path(report_dir) / f"{sweep.name}-{sweep_id}")
+        log_report(tracker.client, parent, report.folder)
     tracker.end_sweep("FINISHED" if complete else "KILLED", summary)
     return SweepOutcome(
         sweep_id,
         exp_dir,
         tracker.experiment_id,
         parent,
-        [(r.trial.scheme.name, r.seeds) for r in done],
+        report,
         best,
         resumed=can_restore,
         n_errors=n_errors,

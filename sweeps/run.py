@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's i
 
 from initsweep.config import ConfigError, SweepConfig, load_config
 from initsweep.data import DataError
-from initsweep.report import aggregate, format_table
+from initsweep.report import aggregate, build_report, rows_from_results
 
 DEFAULT_CONFIG = Path(__file__).with_name("seed_table.yaml")
 
@@ -63,6 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where Tune keeps the sweep's state, for resuming; shared (NFS) on a multi-node cluster "
         "(default: %(default)s)",
     )
+    p.add_argument(
+        "--report-dir",
+        default="reports",
+        help="where the report folder (<name>-<sweep id>) is written (default: %(default)s)",
+    )
     p.add_argument("--fresh", action="store_true", help="start the sweep over under a new run instead of resuming")
     p.add_argument(
         "--no-ray",
@@ -79,14 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sweep = load_config(args.config, args.overrides)
         if args.no_ray:
-            return run_in_process(sweep, args.device)
+            return run_in_process(sweep, args.device, args.report_dir)
         return run_with_ray(sweep, args)
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
 
-def run_in_process(sweep: SweepConfig, device: str | None) -> int:
+def run_in_process(sweep: SweepConfig, device: str | None, report_dir: str) -> int:
     from initsweep.runner import default_device
     from initsweep.runner import run_in_process as run
 
@@ -108,12 +113,13 @@ def run_in_process(sweep: SweepConfig, device: str | None) -> int:
         )
 
     results = run(sweep, device=device, on_trial=progress)
+    rows = rows_from_results(results, sweep.objective.metric)
+    report = build_report(rows, sweep, Path(report_dir).resolve() / f"{sweep.name}-no-ray")
     print()
-    print(
-        format_table([(r.config.scheme.name, r.seeds) for r in results], sweep.objective.metric, sweep.objective.mode)
-    )
+    print(report.text)
     n = sweep.n_trials
     print(f"\n{n} trials, {n * len(sweep.seeds)} trained models in {time.perf_counter() - start:.1f} s")
+    print(f"report: {report.folder / 'report.md'}")
     return 0
 
 
@@ -137,6 +143,7 @@ def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("optuna").setLevel(logging.WARNING)
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     data = load_sweep_data(sweep)  # before Ray starts: a missing dataset fails in a second
     start = time.perf_counter()
     dashboard = connect(args.address, args.verbose)
@@ -147,15 +154,22 @@ def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
         flush=True,
     )
     outcome = run_sweep(
-        sweep, data, tracking_uri=tracking_uri, storage_path=str(storage), fresh=args.fresh, verbose=args.verbose
+        sweep,
+        data,
+        tracking_uri=tracking_uri,
+        storage_path=str(storage),
+        report_dir=str(Path(args.report_dir).resolve()),
+        fresh=args.fresh,
+        verbose=args.verbose,
     )
     print()
-    if outcome.rows:
-        print(format_table(outcome.rows, sweep.objective.metric, sweep.objective.mode))
+    finished = outcome.n_errors
+    if outcome.report:
+        print(outcome.report.text)
+        finished += len(outcome.report.summaries)
     if outcome.best:
         name, value = outcome.best
         print(f"\nbest: {name} ({sweep.objective.metric} {value:.4g}, mean over {len(sweep.seeds)} seeds)")
-    finished = len(outcome.rows) + outcome.n_errors
     print(
         f"\n{finished}/{sweep.n_trials} trials done ({outcome.n_errors} failed) in "
         f"{time.perf_counter() - start:.1f} s; Tune state: {outcome.experiment_dir}"
@@ -165,6 +179,11 @@ def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
         f"store {tracking_uri}"
     )
     print(f"  UI: {ui_hint(tracking_uri, outcome.experiment_id, outcome.parent_run_id)}")
+    if outcome.report:
+        print(
+            f"report: {outcome.report.folder / 'report.md'} (and report.html, results.csv, plots/; "
+            "also in the parent run's artifacts under report/)"
+        )
     if finished < sweep.n_trials:
         print("interrupted: run the same command again to resume", file=sys.stderr)
         return 130

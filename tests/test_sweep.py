@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +38,7 @@ def test_grid_sweep_records_every_trial_and_seed_and_resumes_idempotently(tmp_pa
     out = proc.stdout
     assert [line.split("]")[0] for line in out.splitlines() if line.startswith("[")] == ["[1/3", "[2/3", "[3/3"]
     assert "ETA" in out and "best " in out
-    assert "val acc % (eval)" in out and "3/3 trials done (0 failed)" in out
+    assert "val acc % (95% CI)" in out and "3/3 trials done (0 failed)" in out
     assert "mlflow ui --backend-store-uri 'sqlite:///" in out
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"  # MLflow's own default, in the working directory
@@ -46,7 +48,7 @@ def test_grid_sweep_records_every_trial_and_seed_and_resumes_idempotently(tmp_pa
     sweep = runs["sweep"][0]
     assert sweep.data.params["mode"] == "grid" and sweep.data.params["n_trials"] == "3"
     assert sweep.data.tags["mlflow.source.git.commit"]
-    assert [a.path for a in client.list_artifacts(sweep.info.run_id)] == ["sweep.yaml"]
+    assert [a.path for a in client.list_artifacts(sweep.info.run_id)] == ["report", "sweep.yaml"]
     assert sweep.data.metrics["trials_finished"] == 3
 
     trials = {r.data.params["scheme"]: r for r in runs["trial"]}
@@ -66,12 +68,42 @@ def test_grid_sweep_records_every_trial_and_seed_and_resumes_idempotently(tmp_pa
         assert len(client.get_metric_history(s.info.run_id, "minibatch_loss")) == 1  # 16 steps, one per 10
         assert [a.path for a in client.list_artifacts(s.info.run_id)] == ["init_diagnostics.json"]
 
+    # The report: written locally, logged to the parent run, its numbers the MLflow metrics.
+    report_dir = next((tmp_path / "reports").glob("smoke-*"))
+    assert f"report: {report_dir / 'report.md'}" in out
+    expected = ["report.html", "report.md", "results.csv"]
+    expected += [f"plots/{n}.png" for n in ("loss_curves", "signal_propagation", "val_accuracy")]
+    assert sorted(p.relative_to(report_dir).as_posix() for p in report_dir.rglob("*.*")) == sorted(expected)
+    for png in report_dir.glob("plots/*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    logged = client.list_artifacts(sweep.info.run_id, "report")
+    assert {a.path for a in logged} >= {"report/report.md", "report/report.html", "report/results.csv", "report/plots"}
+    table = list(csv.DictReader((report_dir / "results.csv").open()))
+    for line in table:
+        trial = next(r for r in runs["trial"] if r.info.run_name == line["scheme"])
+        assert line["val acc % (95% CI)"].startswith(f"{trial.data.metrics['val_accuracy']:.2f} [")
+        assert line["test acc %"] == f"{trial.data.metrics['test_accuracy']:.2f}"
+
     # The same command again: the sweep is found finished, nothing trains, nothing is written twice.
-    again = run_cli(str(ROOT / "sweeps" / "smoke.yaml"), "--storage-path", str(tmp_path / "ray"), cwd=tmp_path)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "resuming sweep" in again.stdout
-    assert not [line for line in again.stdout.splitlines() if line.startswith("[")]
+    rerun = run_cli(str(ROOT / "sweeps" / "smoke.yaml"), "--storage-path", str(tmp_path / "ray"), cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resuming sweep" in rerun.stdout
+    assert not [line for line in rerun.stdout.splitlines() if line.startswith("[")]
     assert_complete(mlflow_runs(uri, "smoke"), n_trials=3, n_seeds=2)
+
+    # Rebuilt from MLflow alone (no Ray, no Tune files): the same report.
+    shutil.rmtree(tmp_path / "ray")
+    rebuilt = subprocess.run(
+        [sys.executable, str(ROOT / "sweeps" / "report.py"), "--experiment", "smoke", "--out", str(tmp_path / "again")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
+    again = tmp_path / "again" / report_dir.name
+    for name in expected:
+        assert (again / name).read_bytes() == (report_dir / name).read_bytes(), name
 
 
 def test_search_sweep_conditional_params_and_optuna_study(tmp_path):
