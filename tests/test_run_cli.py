@@ -17,8 +17,8 @@ def run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_smoke_sweep_prints_the_result_table():
-    proc = run("sweeps/smoke.yaml", "--no-ray")
+def test_smoke_sweep_prints_the_result_table(tmp_path):
+    proc = run("sweeps/smoke.yaml", "--no-ray", "--report-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "sweep 'smoke': 3 trials x 2 seeds" in out
@@ -27,10 +27,15 @@ def test_smoke_sweep_prints_the_result_table():
     table = out[out.index("scheme ") :]
     assert table.index("uniform_fan_in") < table.index("constant(value=0)")  # best first
     assert "3 trials, 6 trained models in" in out
+    report = tmp_path / "smoke-no-ray"
+    assert f"report: {report / 'report.md'}" in out
+    assert {p.name for p in report.rglob("*.png")} == {"val_accuracy.png", "loss_curves.png", "signal_propagation.png"}
 
 
-def test_overrides_reach_the_trials():
-    proc = run("sweeps/smoke.yaml", "--no-ray", "--set", "seeds=[5]", "--set", "schemes.1.c=0.5")
+def test_overrides_reach_the_trials(tmp_path):
+    proc = run(
+        "sweeps/smoke.yaml", "--no-ray", "--report-dir", str(tmp_path), "--set", "seeds=[5]", "--set", "schemes.1.c=0.5"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "3 trials x 1 seeds" in proc.stdout and "uniform_fan_in(c=0.5)" in proc.stdout
 

@@ -116,6 +116,8 @@ def test_search_sweep_conditional_params_and_optuna_study(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "best: " in proc.stdout
+    plots = {p.name for p in (tmp_path / "reports").rglob("*.png")}
+    assert {"objective_vs_params.png", "optimization_history.png", "param_importances.png"} <= plots
     runs = mlflow_runs(uri, "search_bounds")
     assert_complete(runs, n_trials=5, n_seeds=2)
     assert runs["sweep"][0].data.params["mode"] == "search"
