@@ -4,6 +4,8 @@ A trial trains one scheme on each of its replicate seeds. Each seed derives thre
 (init, data order, dropout) from itself alone, so a seed's result does not depend on which other seeds
 share the trial, and two schemes trained on the same seed see the same batches (paired comparisons).
 Seeds advance epoch by epoch together, so `on_epoch` sees every seed's metrics for an epoch at once.
+MLPs train all their seeds as one packed model (`initsweep.packed`); other models (the CNN) train their
+seeds one after another.
 
 Divergence is a result, not a crash: a non-finite loss stops that seed, records the step, and its
 metrics from then on are the finite penalties `DIVERGED_LOSS` and `DIVERGED_ACCURACY`.
@@ -26,6 +28,7 @@ from initsweep.config import TrialConfig
 from initsweep.data import Data, Split
 from initsweep.diagnostics import init_diagnostics
 from initsweep.models import build_model
+from initsweep.packed import PackedMLP, packable, packed_cross_entropy
 from initsweep.schemes import apply_scheme
 
 __all__ = [
@@ -110,31 +113,48 @@ def evaluate(model: nn.Module, split: Split, *, train_mode: bool = False, chunk:
     return loss_sum / len(split), 100.0 * correct / len(split)
 
 
+def _initialized_model(trial: TrialConfig, data: Data, seed: int) -> tuple[nn.Module, SeedResult]:
+    """The seed's model, initialized on the CPU (the same seed gives the same weights on any device),
+    and its result record holding the init diagnostics."""
+    probe = data.train.x[:PROBE_SIZE].cpu(), data.train.y[:PROBE_SIZE].cpu()
+    model = build_model(trial.model, data.input_shape, data.num_classes)
+    apply_scheme(
+        model,
+        trial.scheme.scheme,
+        trial.scheme.params,
+        seed=seed_streams(seed)[0],
+        bias=trial.init.bias,
+        bias_value=trial.init.bias_value,
+        batch=probe[0],
+    )
+    return model, SeedResult(seed, diagnostics=init_diagnostics(model, *probe))
+
+
+def _optimizer(trial: TrialConfig, params) -> torch.optim.Optimizer:
+    t = trial.train
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, fused=True)  # one pass over the weights, not ~10
+    return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, fused=True)
+
+
+def _penalty(val_train_mode: bool) -> dict[str, float]:
+    metrics = dict.fromkeys(("train_loss", "last_batch_loss", "val_loss"), DIVERGED_LOSS)
+    metrics["val_accuracy"] = DIVERGED_ACCURACY
+    if val_train_mode:
+        metrics["val_accuracy_train_mode"] = DIVERGED_ACCURACY
+    return metrics
+
+
 class _SeedRun:
-    """One replicate's model, optimizer and random streams, trained an epoch at a time."""
+    """One replicate's model, optimizer and random streams, trained an epoch at a time (unpackable
+    models); dropout draws from the global RNG, saved and restored around each of its epochs."""
 
     def __init__(self, trial: TrialConfig, data: Data, seed: int, device: torch.device):
-        init_seed, order_seed, dropout_seed = seed_streams(seed)
-        probe = data.train.x[:PROBE_SIZE].cpu(), data.train.y[:PROBE_SIZE].cpu()
-        model = build_model(trial.model, data.input_shape, data.num_classes)
-        # Init on the CPU: the same seed gives the same weights on any device.
-        apply_scheme(
-            model,
-            trial.scheme.scheme,
-            trial.scheme.params,
-            seed=init_seed,
-            bias=trial.init.bias,
-            bias_value=trial.init.bias_value,
-            batch=probe[0],
-        )
-        self.result = SeedResult(seed, diagnostics=init_diagnostics(model, *probe))
+        _, order_seed, dropout_seed = seed_streams(seed)
+        model, self.result = _initialized_model(trial, data, seed)
         self.model = model.to(device)
         self.trial, self.device, self.step = trial, device, 0
-        t = trial.train
-        if t.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(model.parameters(), lr=t.lr)
-        else:
-            self.optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum)
+        self.optimizer = _optimizer(trial, model.parameters())
         self.order = torch.Generator().manual_seed(order_seed)
         with torch.random.fork_rng(devices=self._cuda()):
             torch.manual_seed(dropout_seed)
@@ -200,15 +220,7 @@ class _SeedRun:
         return metrics
 
     def _record_penalty(self) -> None:
-        metrics = {
-            "train_loss": DIVERGED_LOSS,
-            "last_batch_loss": DIVERGED_LOSS,
-            "val_loss": DIVERGED_LOSS,
-            "val_accuracy": DIVERGED_ACCURACY,
-        }
-        if self.trial.train.val_train_mode:
-            metrics["val_accuracy_train_mode"] = DIVERGED_ACCURACY
-        self.result.epochs.append(metrics)
+        self.result.epochs.append(_penalty(self.trial.train.val_train_mode))
 
     def finish(self, data: Data) -> None:
         self.result.test_accuracy = DIVERGED_ACCURACY
@@ -218,28 +230,116 @@ class _SeedRun:
                 self.result.test_accuracy = test_accuracy
 
 
+class _PackedRun:
+    """All of a trial's seeds as one packed MLP: the same per-seed streams as `_SeedRun`, one matmul."""
+
+    def __init__(self, trial: TrialConfig, data: Data, seeds: list[int], device: torch.device):
+        built = [_initialized_model(trial, data, seed) for seed in seeds]
+        self.results = [result for _, result in built]
+        self.model = PackedMLP([model for model, _ in built]).to(device)
+        self.optimizer = _optimizer(trial, self.model.parameters())
+        streams = [seed_streams(seed) for seed in seeds]
+        self.orders = [torch.Generator().manual_seed(order) for _, order, _ in streams]
+        self.dropouts = [torch.Generator(device).manual_seed(dropout) for _, _, dropout in streams]
+        self.trial, self.device, self.step = trial, device, 0
+
+    def train_epoch(self, data: Data) -> None:
+        t, train, results = self.trial.train, data.train, self.results
+        alive = [not r.diverged for r in results]
+        epoch_metrics: list[dict[str, float] | None] = [None] * len(results)
+        if any(alive):
+            perms = torch.stack([torch.randperm(len(train), generator=g) for g in self.orders]).to(self.device)
+            totals, count, last = [0.0] * len(results), 0, [math.nan] * len(results)
+            for start in range(0, len(train), t.batch_size):
+                idx = perms[:, start : start + t.batch_size]
+                losses = packed_cross_entropy(self.model(train.x[idx], self.dropouts), train.y[idx])
+                self.step += 1
+                values = losses.tolist()
+                for s, v in enumerate(values):
+                    if alive[s] and not math.isfinite(v):
+                        alive[s], results[s].diverged_step = False, self.step
+                if not any(alive):
+                    break
+                self.optimizer.zero_grad(set_to_none=True)
+                losses[torch.tensor(alive, device=self.device)].sum().backward()
+                self.optimizer.step()
+                count += 1
+                for s, v in enumerate(values):
+                    if alive[s]:
+                        totals[s] += v
+                        last[s] = v
+                        if self.step % t.log_every == 0:
+                            results[s].step_losses.append((self.step, v))
+            for s in (s for s in range(len(results)) if alive[s]):
+                epoch_metrics[s] = {"train_loss": totals[s] / count, "last_batch_loss": last[s]}
+            self._evaluate(data.val, epoch_metrics, t.val_train_mode)
+        for s, r in enumerate(results):
+            m = epoch_metrics[s]
+            if m is None or not all(math.isfinite(v) for v in m.values()):
+                r.diverged_step = r.diverged_step or self.step
+                r.epochs.append(_penalty(t.val_train_mode))
+            else:
+                r.epochs.append(m)
+
+    @torch.no_grad()
+    def _packed_eval(self, split: Split, generators=None, chunk: int = 2000) -> tuple[list[float], list[float]]:
+        """Per seed: (mean cross-entropy, accuracy %) on `split`; dropout on when `generators` is given."""
+        n_seeds = self.model.n_seeds
+        loss_sum, correct = torch.zeros(n_seeds), torch.zeros(n_seeds)
+        for i in range(0, len(split), chunk):
+            x, y = split.x[i : i + chunk], split.y[i : i + chunk]
+            logits = self.model(x.unsqueeze(0).expand(n_seeds, *x.shape), generators)
+            ys = y.unsqueeze(0).expand(n_seeds, -1)
+            loss_sum += packed_cross_entropy(logits, ys).cpu() * len(y)
+            correct += (logits.argmax(2) == ys).sum(1).cpu()
+        return (loss_sum / len(split)).tolist(), (100.0 * correct / len(split)).tolist()
+
+    def _evaluate(self, split: Split, metrics: list[dict[str, float] | None], train_mode: bool) -> None:
+        losses, accuracies = self._packed_eval(split)
+        extra = self._packed_eval(split, self.dropouts)[1] if train_mode else None
+        for s, m in enumerate(metrics):
+            if m is not None:
+                m |= {"val_loss": losses[s], "val_accuracy": accuracies[s]}
+                if extra is not None:
+                    m["val_accuracy_train_mode"] = extra[s]
+
+    def finish(self, data: Data) -> None:
+        losses, accuracies = self._packed_eval(data.test)
+        for s, r in enumerate(self.results):
+            ok = not r.diverged and math.isfinite(losses[s])
+            r.test_accuracy = accuracies[s] if ok else DIVERGED_ACCURACY
+
+
 def run_trial(
     trial: TrialConfig,
     data: Data,
     *,
     device: torch.device | str = "cpu",
     on_epoch: EpochCallback | None = None,
+    pack: bool = True,
 ) -> TrialResult:
     """Train `trial`'s scheme on each of its seeds; per-epoch metrics for every seed.
 
-    The same config and seeds give the same metrics on the CPU.
+    MLPs train their seeds packed into one model (`pack=False` trains them one after another, for
+    comparison); the same config and seeds give the same metrics on the CPU.
     """
     start = time.perf_counter()
     device = torch.device(device)
     data = data.to(device)
-    runs = [_SeedRun(trial, data, seed, device) for seed in trial.seeds]
+    if pack and packable(build_model(trial.model, data.input_shape, data.num_classes)):
+        runs = [_PackedRun(trial, data, trial.seeds, device)]
+    else:
+        runs = [_SeedRun(trial, data, seed, device) for seed in trial.seeds]
+    results = [r for run in runs for r in (run.results if isinstance(run, _PackedRun) else [run.result])]
     for epoch in range(1, trial.train.epochs + 1):
         for run in runs:
-            seed_start = time.perf_counter()
+            run_start = time.perf_counter()
             run.train_epoch(data)
             if epoch == trial.train.epochs:
                 run.finish(data)
-            run.result.seconds += time.perf_counter() - seed_start
+            run_results = run.results if isinstance(run, _PackedRun) else [run.result]
+            for r in run_results:  # a packed run's time is shared by its seeds
+                r.seconds += (time.perf_counter() - run_start) / len(run_results)
         if on_epoch is not None:
-            on_epoch(epoch, [run.result for run in runs])
-    return TrialResult(trial, [run.result for run in runs], time.perf_counter() - start)
+            on_epoch(epoch, results)
+    return TrialResult(trial, results, time.perf_counter() - start)

@@ -1,0 +1,201 @@
+"""Trained models per minute on this machine, measured in one run: `python bench/bench.py [--quick]`.
+
+(A) what users write: a per-sample DataLoader + ToTensor loop, one model (the baseline)
+(B) our engine, one seed at a time            (C) our engine, 8 and 16 seeds packed
+(D) the FLOP bound: FLOPs per model at this machine's measured matmul rate (2048x2048 fp32)
+(E) the default seed-table sweep through `sweeps/run.py` (Ray start included) against the engine's
+    in-process time for the same 45 models; peak resident memory of the whole sweep (all processes).
+Every figure is a ratio against a baseline measured in the same run. Prints a table, writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import psutil  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from initsweep.config import TrialConfig, load_config  # noqa: E402
+from initsweep.data import cache_dir, load_data  # noqa: E402
+from initsweep.runner import run_in_process  # noqa: E402
+from initsweep.train import run_trial  # noqa: E402
+
+MLP_PARAMS = 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
+
+
+def dataloader_baseline(epochs: int) -> float:
+    """(A) The founding notebook's loop: torchvision dataset, ToTensor, DataLoader, one model."""
+    from torch.utils.data import DataLoader, random_split
+    from torchvision import datasets, transforms
+
+    start = time.perf_counter()
+    full = datasets.FashionMNIST(str(cache_dir()), train=True, transform=transforms.ToTensor())
+    train, val = random_split(full, [48_000, 12_000], generator=torch.Generator().manual_seed(0))
+    model = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 256),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Linear(256, 128),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Linear(128, 10),
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    for _ in range(epochs):
+        model.train()
+        for x, y in DataLoader(train, batch_size=100, shuffle=True):
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            correct = sum((model(x).argmax(1) == y).sum().item() for x, y in DataLoader(val, batch_size=100))
+    assert correct > 0
+    return time.perf_counter() - start
+
+
+def engine(seeds: list[int], data, epochs: int) -> float:
+    """(B)/(C) `run_trial` on the founding setup with these seeds (packed when more than one)."""
+    cfg = TrialConfig.model_validate({"seeds": seeds, "scheme": "uniform_fan_in", "train": {"epochs": epochs}})
+    start = time.perf_counter()
+    run_trial(cfg, data)
+    return time.perf_counter() - start
+
+
+def matmul_gflops() -> float:
+    """(D) Measured fp32 matmul rate, the best of a few 2048x2048 products."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    best = 0.0
+    for _ in range(5):
+        start = time.perf_counter()
+        a @ b
+        best = max(best, 2 * 2048**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def flops_per_model(epochs: int, train: int = 48_000, val: int = 12_000) -> float:
+    """Forward 2*P per example, backward 2*P (weight grads) + 2*(P - first layer) (input grads)."""
+    first = 784 * 256
+    per_train_example = 2 * MLP_PARAMS + 2 * MLP_PARAMS + 2 * (MLP_PARAMS - first)
+    return epochs * (train * per_train_example + val * 2 * MLP_PARAMS) + 10_000 * 2 * MLP_PARAMS
+
+
+class PeakRSS:
+    """Peak resident memory of this process and every process it starts (Ray's included), sampled."""
+
+    def __init__(self, root: int, interval: float = 0.25):
+        self.root, self.interval, self.peak = psutil.Process(root), interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total = 0
+            with contextlib.suppress(psutil.Error):
+                for p in [self.root, *self.root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        total += p.memory_info().rss
+            self.peak = max(self.peak, total)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def sweep_vs_engine(overrides: list[str]) -> dict[str, float]:
+    """(E) The seed-table sweep through sweeps/run.py against the engine in-process, same models."""
+    sweep = load_config(ROOT / "sweeps" / "seed_table.yaml", overrides)
+    torch.set_num_threads(2)
+    start = time.perf_counter()
+    run_in_process(sweep, device="cpu")
+    engine_s = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [
+            sys.executable,
+            str(ROOT / "sweeps" / "run.py"),
+            "--storage-path",
+            f"{tmp}/ray",
+            "--report-dir",
+            f"{tmp}/r",
+        ]
+        cmd += [arg for o in overrides for arg in ("--set", o)]
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        with PeakRSS(proc.pid) as rss:
+            _, err = proc.communicate()
+        sweep_s = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"sweep failed: {err[-2000:]}")
+    models = sweep.n_trials * len(sweep.seeds)
+    return {"models": models, "engine_s": engine_s, "sweep_s": sweep_s, "sweep_peak_rss_gb": rss.peak / 2**30}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="1 epoch, smaller packs, a 2-seed sweep (a smoke run)")
+    p.add_argument("--json", default="bench/results.json", help="where to write the numbers")
+    args = p.parse_args()
+    epochs = 1 if args.quick else 2
+    packs = [4] if args.quick else [8, 16]
+    torch.set_num_threads(2)
+    data = load_data()
+    rows: dict[str, dict[str, float]] = {}
+
+    def record(name: str, models: int, seconds: float) -> None:
+        rows[name] = {"models": models, "seconds": seconds, "models_per_min": 60 * models / seconds}
+        print(f"  {name}: {seconds:.1f} s for {models} models", flush=True)
+
+    print(f"benchmark on {os.cpu_count()} CPUs, torch {torch.__version__}, {epochs} epochs", flush=True)
+    record("A dataloader, 1 model", 1, dataloader_baseline(epochs))
+    record("B engine, 1 seed", 1, min(engine([0], data, epochs) for _ in range(2)))
+    for n in packs:
+        record(f"C engine, {n} seeds packed", n, engine(list(range(n)), data, epochs))
+    gflops = matmul_gflops()
+    bound_s = flops_per_model(epochs) / (gflops * 1e9)
+    rows["D FLOP bound"] = {"models": 1, "seconds": bound_s, "models_per_min": 60 / bound_s, "gflops": gflops}
+    sweep_overrides = ["seeds=[0,1]", "train.epochs=1"] if args.quick else []
+    e = sweep_vs_engine(sweep_overrides)
+    record("E sweep via Ray (Ray start included)", e["models"], e["sweep_s"])
+    record("E engine in-process, same models", e["models"], e["engine_s"])
+
+    base = rows["A dataloader, 1 model"]["models_per_min"]
+    bound = rows["D FLOP bound"]["models_per_min"]
+    print(f"\n{'method':<40} {'models/min':>10} {'x (A)':>7} {'of (D)':>7}")
+    for name, r in rows.items():
+        r["x_baseline"] = r["models_per_min"] / base
+        r["of_flop_bound"] = r["models_per_min"] / bound
+        print(f"{name:<40} {r['models_per_min']:>10.1f} {r['x_baseline']:>7.1f} {r['of_flop_bound']:>6.0%}")
+    ratio = e["sweep_s"] / e["engine_s"]
+    rss = e["sweep_peak_rss_gb"]
+    print(f"\nsweep wall / engine in-process: {ratio:.2f}x; sweep peak RSS (all processes): {rss:.2f} GB")
+    print(f"matmul peak: {gflops:.0f} GFLOP/s; FLOPs per model: {flops_per_model(epochs) / 1e9:.0f} GFLOP")
+    out = {"epochs": epochs, "rows": rows, "sweep_over_engine": ratio, "sweep_peak_rss_gb": e["sweep_peak_rss_gb"]}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=1))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

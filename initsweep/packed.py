@@ -1,0 +1,105 @@
+"""Packed seeds: S replicate MLPs trained as one stacked model, each seed with its own weights, data
+order, dropout stream and optimizer state.
+
+Weights are stacked along a leading seed axis and every linear layer is one batched matmul
+(`torch.baddbmm`), so S small models cost about as much as one wide one. Nothing is shared between
+seeds: each seed's slice sees only its own batch, its own dropout masks (from its own generator) and
+its own Adam/SGD state (both optimizers are elementwise), so a seed trains the same whether it is
+packed or alone (S = 1). A seed that diverges only fills its own slice with NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["PackedMLP", "packable"]
+
+_ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.GELU, nn.SELU, nn.Identity)
+
+
+def packable(model: nn.Module) -> bool:
+    """True for a Sequential of Flatten, Linear, elementwise activations and Dropout (the MLPs)."""
+    return isinstance(model, nn.Sequential) and all(
+        isinstance(m, (nn.Flatten, nn.Linear, nn.Dropout, *_ELEMENTWISE)) for m in model
+    )
+
+
+class PackedMLP(nn.Module):
+    """S initialized copies of one MLP architecture, stacked: weights (S, in, out), biases (S, 1, out).
+
+    Weights are kept as (in, out) per seed, the layout `baddbmm` reads without a transposing copy."""
+
+    def __init__(self, models: list[nn.Sequential]):
+        super().__init__()
+        if not models or not all(packable(m) for m in models):
+            raise ValueError("PackedMLP takes one or more MLPs (Sequential of Linear, activations, Dropout)")
+        self.n_seeds = len(models)
+        self.steps: list[tuple[str, object]] = []
+        self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
+        for layers in zip(*models, strict=True):
+            first = layers[0]
+            if isinstance(first, nn.Linear):
+                self.weights.append(nn.Parameter(torch.stack([m.weight.detach().T for m in layers]).contiguous()))
+                self.biases.append(
+                    nn.Parameter(torch.stack([m.bias.detach() for m in layers]).unsqueeze(1).contiguous())
+                )
+                self.steps.append(("linear", len(self.weights) - 1))
+            elif isinstance(first, nn.Dropout):
+                self.steps.append(("dropout", first.p))
+            elif isinstance(first, nn.Flatten):
+                self.steps.append(("flatten", None))
+            else:
+                self.steps.append(("activation", first))
+
+    def forward(self, x: torch.Tensor, generators: list[torch.Generator] | None = None) -> torch.Tensor:
+        """x: (S, B, ...) -> logits (S, B, classes). Dropout is on when `generators` (one per seed) is given."""
+        for kind, arg in self.steps:
+            if kind == "flatten":
+                x = x.reshape(x.shape[0], x.shape[1], -1)
+            elif kind == "linear":
+                x = torch.baddbmm(self.biases[arg], x, self.weights[arg])
+            elif kind == "activation":
+                x = arg(x)
+            elif generators is not None and arg > 0:
+                x = dropout(x, arg, generators)
+        return x
+
+    def unpack(self, template: nn.Sequential, seed_index: int) -> nn.Sequential:
+        """Seed `seed_index`'s weights, copied back into a plain model shaped like `template`."""
+        import copy
+
+        model = copy.deepcopy(template)
+        linears = [m for m in model if isinstance(m, nn.Linear)]
+        with torch.no_grad():
+            for layer, w, b in zip(linears, self.weights, self.biases, strict=True):
+                layer.weight.copy_(w[seed_index].T)
+                layer.bias.copy_(b[seed_index, 0])
+        return model
+
+
+DROPOUT_BITS = 15
+"""Dropout draws 15 random bits per unit: p is rounded to a multiple of 2^-15 (0.2 -> 0.200012)."""
+
+
+def dropout(x: torch.Tensor, p: float, generators: list[torch.Generator]) -> torch.Tensor:
+    """Inverted dropout, each seed's slice masked from that seed's own generator.
+
+    Masks come from raw random bits (two 15-bit draws per 32-bit integer), about 2.7x faster than
+    `bernoulli_` here; measured in bench/.
+    """
+    n_seeds, per_seed = x.shape[0], x[0].numel()
+    bits = torch.empty(n_seeds, (per_seed + 1) // 2, dtype=torch.int32, device=x.device)
+    for s, g in enumerate(generators):
+        bits[s].random_(generator=g)  # 31 random bits; the low 15 of each 16-bit half are used
+    levels = 1 << DROPOUT_BITS
+    dropped = round(p * levels)
+    draws = (bits.view(torch.int16)[:, :per_seed] & (levels - 1)).view_as(x)
+    return torch.where(draws >= dropped, x * (levels / (levels - dropped)), 0.0)
+
+
+def packed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-seed mean cross-entropy: logits (S, B, C), targets (S, B) -> (S,)."""
+    s, b, c = logits.shape
+    return F.cross_entropy(logits.reshape(s * b, c), targets.reshape(s * b), reduction="none").view(s, b).mean(1)
