@@ -97,7 +97,9 @@ def flops_per_model(epochs: int, train: int = 48_000, val: int = 12_000) -> floa
 
 
 class PeakRSS:
-    """Peak resident memory of this process and every process it starts (Ray's included), sampled."""
+    """Peak memory of a process and every process it starts (Ray's included), sampled: the sum of their
+    PSS (proportional set size), so pages shared between processes (torch's libraries, Ray's object
+    store) count once rather than once per process."""
 
     def __init__(self, root: int, interval: float = 0.25):
         self.root, self.interval, self.peak = psutil.Process(root), interval, 0
@@ -110,7 +112,7 @@ class PeakRSS:
             with contextlib.suppress(psutil.Error):
                 for p in [self.root, *self.root.children(recursive=True)]:
                     with contextlib.suppress(psutil.Error):
-                        total += p.memory_info().rss
+                        total += p.memory_full_info().pss
             self.peak = max(self.peak, total)
             time.sleep(self.interval)
 

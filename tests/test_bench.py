@@ -1,0 +1,35 @@
+"""The benchmark's own instruments (its timings are measured by running it, never asserted here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT
+from torch.utils.flop_counter import FlopCounterMode
+
+from initsweep.models import MLPConfig, build_model
+
+sys.path.insert(0, str(ROOT / "bench"))
+from bench import PeakRSS, flops_per_model  # noqa: E402
+
+
+def test_flops_per_model_matches_torchs_flop_counter():
+    model = build_model(MLPConfig(), (1, 28, 28), 10)
+    x, y = torch.rand(100, 1, 28, 28), torch.randint(0, 10, (100,))
+    with FlopCounterMode(display=False) as train_step:
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+    with FlopCounterMode(display=False) as eval_step, torch.no_grad():
+        model(x)
+    per_train, per_eval = train_step.get_total_flops() / 100, eval_step.get_total_flops() / 100
+    expected = 2 * (48_000 * per_train + 12_000 * per_eval) + 10_000 * per_eval
+    assert flops_per_model(2) == pytest.approx(expected, rel=0.01)  # biases and activations aside
+
+
+def test_peak_memory_counts_child_processes():
+    child = subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(300 * 2**20); time.sleep(2)"])
+    with PeakRSS(child.pid, interval=0.05) as peak:
+        child.wait()
+    assert 300 * 2**20 <= peak.peak <= 400 * 2**20
