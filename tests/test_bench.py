@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from initsweep.models import MLPConfig, build_model
 
 sys.path.insert(0, str(ROOT / "bench"))
-from bench import PeakRSS, flops_per_model  # noqa: E402
+from bench import PeakRSS, flops_per_model
 
 
 def test_flops_per_model_matches_torchs_flop_counter():
