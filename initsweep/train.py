@@ -117,7 +117,7 @@ def _initialized_model(trial: TrialConfig, data: Data, seed: int) -> tuple[nn.Mo
     """The seed's model, initialized on the CPU (the same seed gives the same weights on any device),
     and its result record holding the init diagnostics."""
     probe = data.train.x[:PROBE_SIZE].cpu(), data.train.y[:PROBE_SIZE].cpu()
-    model = build_model(trial.model, data.input_shape, data.num_classes)
+    model = _build(trial, data)
     apply_scheme(
         model,
         trial.scheme.scheme,
@@ -128,6 +128,12 @@ def _initialized_model(trial: TrialConfig, data: Data, seed: int) -> tuple[nn.Mo
         batch=probe[0],
     )
     return model, SeedResult(seed, diagnostics=init_diagnostics(model, *probe))
+
+
+def _build(trial: TrialConfig, data: Data) -> nn.Module:
+    """The trial's model, built without touching the caller's global RNG (layers draw a default init)."""
+    with torch.random.fork_rng(devices=[]):
+        return build_model(trial.model, data.input_shape, data.num_classes)
 
 
 def _optimizer(trial: TrialConfig, params) -> torch.optim.Optimizer:
@@ -326,7 +332,7 @@ def run_trial(
     start = time.perf_counter()
     device = torch.device(device)
     data = data.to(device)
-    if pack and packable(build_model(trial.model, data.input_shape, data.num_classes)):
+    if pack and packable(_build(trial, data)):
         runs = [_PackedRun(trial, data, trial.seeds, device)]
     else:
         runs = [_SeedRun(trial, data, seed, device) for seed in trial.seeds]

@@ -6,6 +6,7 @@ import itertools
 import math
 
 import pytest
+import torch
 
 from initsweep.config import TrialConfig
 from initsweep.train import DIVERGED_ACCURACY, DIVERGED_LOSS, run_trial, seed_streams
@@ -123,3 +124,12 @@ def test_reproduces_the_founding_table_on_full_data():
     assert 79.1 <= centered["val_accuracy"] <= 83.4  # eval mode: the sound number is higher
     assert 83.6 <= rule["val_accuracy_train_mode"] <= 86.9
     assert 84.6 <= rule["val_accuracy"] <= 87.8
+
+
+@pytest.mark.parametrize("model", [{"name": "mlp"}, {"name": "cnn", "channels": [4], "hidden": 16}])
+def test_training_leaves_the_callers_global_rng_alone(small_data, model):
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    run_trial(trial(model=model, train={"epochs": 1, "val_train_mode": True}), small_data)
+    assert torch.equal(torch.rand(3), expected)
