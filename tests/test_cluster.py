@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -55,21 +57,39 @@ def test_ray_job_submit_runs_a_smoke_sweep(tmp_path):
     # The head's `python` (the job's entrypoint) must be this virtualenv's.
     env = os.environ | {"RAY_AUTH_MODE": "token", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     start = [RAY, "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}"]
-    start += ["--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
-    subprocess.run(start, check=True, capture_output=True, env=env, timeout=120)
+    start += ["--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats", "--block"]
+    # --block keeps this head tied to one process: stopping it stops this head only (`ray stop` would
+    # stop every Ray on the machine).
+    head = subprocess.Popen(start, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{dashboard}", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and head.poll() is None, "the Ray head did not start"
+                time.sleep(1)
         db = tmp_path / "job.db"
         submit = [RAY, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", str(ROOT), "--"]
         submit += ["python", "sweeps/run.py", "sweeps/smoke.yaml", "--tracking-uri", f"sqlite:///{db}"]
         submit += ["--storage-path", str(tmp_path / "ray")]
-        proc = subprocess.run(submit, capture_output=True, text=True, env=env, timeout=300)
+        for _ in range(12):  # the job agent can come up after the dashboard answers; Ray says "try again later"
+            proc = subprocess.run(submit, capture_output=True, text=True, env=env, timeout=300)
+            if "No available agent to submit job" not in proc.stderr:
+                break
+            time.sleep(5)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
         assert "3/3 trials done (0 failed)" in proc.stdout
         runs = mlflow_runs(f"sqlite:///{db}", "smoke")
         assert len(runs["trial"]) == 3 and len(runs["seed"]) == 6
         assert all(r.info.status == "FINISHED" for r in runs["sweep"] + runs["trial"] + runs["seed"])
     finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        head.terminate()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
