@@ -259,8 +259,8 @@ def check_cluster(tracking_uri: str, storage: Path) -> None:
     blind = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen, strict=True) if not ok]
     if blind:
         raise ConfigError(
-            f"--storage-path {storage.parent}: not visible from node {blind[0]}; multi-node sweeps need "
-            "a shared folder (NFS) or cloud storage"
+            f"--storage-path {storage}: not visible from node {blind[0]}; multi-node sweeps need a folder "
+            "every node shares (an NFS mount)"
         )
 
 
