@@ -26,7 +26,7 @@ from initsweep.report import ReportRow, SeedRecord, aggregate
 from initsweep.schemes import get_scheme
 from initsweep.train import SeedResult
 
-__all__ = ["Tracker", "TrialRecord", "find_sweep_run", "is_local_uri", "log_report", "read_sweep", "ui_hint"]
+__all__ = ["Tracker", "TrialRecord", "find_sweep_run", "is_local_uri", "log_report", "masked", "read_sweep", "ui_hint"]
 
 EPOCH_METRICS = ("train_loss", "last_batch_loss", "val_loss", "val_accuracy", "val_accuracy_train_mode")
 
@@ -49,11 +49,20 @@ def is_local_uri(uri: str) -> bool:
     return urlparse(uri).scheme in ("", "file", "sqlite")
 
 
+def masked(uri: str) -> str:
+    """The URI with any password replaced by ***, for printing and logging."""
+    parts = urlparse(uri)
+    if not parts.password:
+        return uri
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+
+
 def ui_hint(uri: str, experiment_id: str, run_id: str) -> str:
     """How to see a run: the command that opens the MLflow UI on the store, and the page to open."""
     page = f"#/experiments/{experiment_id}/runs/{run_id}"
     if urlparse(uri).scheme in ("http", "https"):
-        return f"open {uri.rstrip('/')}/{page}"
+        return f"open {masked(uri).rstrip('/')}/{page}"
     return f"mlflow ui --backend-store-uri '{uri}' --host 127.0.0.1 --port 5000, then open http://127.0.0.1:5000/{page}"
 
 

@@ -127,17 +127,14 @@ def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
     import mlflow
 
     from initsweep.runner import load_sweep_data
-    from initsweep.tracking import ui_hint
+    from initsweep.tracking import masked, ui_hint
     from initsweep.tuning import connect, run_sweep
 
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
-    storage = Path(args.storage_path).expanduser()
-    try:
-        storage.mkdir(parents=True, exist_ok=True)
-        if not os.access(storage, os.W_OK):
-            raise PermissionError
-    except OSError:
-        raise ConfigError(f"--storage-path {args.storage_path}: cannot create or write this folder") from None
+    storage = Path(args.storage_path).expanduser().absolute()
+    existing = next(p for p in [storage, *storage.parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):  # checked, not created: nothing left behind
+        raise ConfigError(f"--storage-path {args.storage_path}: cannot create or write this folder ({existing})")
     if not args.verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter honours verbose=0
         logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -176,7 +173,7 @@ def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
     )
     print(
         f"MLflow: experiment {sweep.name!r} (id {outcome.experiment_id}), parent run {outcome.parent_run_id}, "
-        f"store {tracking_uri}"
+        f"store {masked(tracking_uri)}"
     )
     print(f"  UI: {ui_hint(tracking_uri, outcome.experiment_id, outcome.parent_run_id)}")
     if outcome.report:

@@ -1,0 +1,69 @@
+"""Bad input, table-driven, through the real CLI: one line on stderr naming the key or value, exit code 2,
+and nothing left behind (no MLflow store, no Optuna journal, no Tune folder)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import ROOT, run_cli
+
+from initsweep.tracking import masked
+
+SEED = str(ROOT / "sweeps" / "seed_table.yaml")
+SEARCH = str(ROOT / "sweeps" / "search_bounds.yaml")
+
+CASES = [
+    # (arguments, the start of the error line)
+    (["--set", "seedz=[1]"], "seedz: unknown key"),
+    (["--set", "train.epochs=two"], "train.epochs: input should be a valid integer"),
+    (["--set", "train.epochs=-1"], "train.epochs: input should be greater than 0"),
+    (["--set", "train.lr=0"], "train.lr: input should be greater than 0 (got 0)"),
+    (["--set", "train.lr=-0.1"], "train.lr: input should be greater than 0 (got -0.1)"),
+    (["--set", "train.batch_size=0"], "train.batch_size: input should be greater than 0"),
+    (["--set", "train.optimizer=lbfgs"], "train.optimizer: input should be 'adam' or 'sgd'"),
+    (["--set", "schemes.2.low=2"], "schemes.2: low (2.0) must be below high (1.0)"),
+    (["--set", "seeds=[]"], "seeds: list should have at least 1 item"),
+    (["--set", "seeds=[1,1]"], "seeds: seed 1 appears twice"),
+    (["--set", "schemes.0.scheme=he"], "schemes.0.scheme: unknown scheme 'he'"),
+    (["--set", "schemes.4.gain=2"], "schemes.4.gain: not a parameter of scheme 'uniform_fan_in' (valid: c)"),
+    ([SEARCH, "--set", "search.schemes.uniform_fan_in.c=[-1,2]"], "search.schemes.uniform_fan_in.c: range [-1, 2]"),
+    ([SEARCH, "--set", "search.n_trials=0"], "search.n_trials: input should be greater than 0"),
+    (["--set", "model.name=resnet"], "model: input tag 'resnet'"),
+    (["--set", "model.dropout=1.5"], "model.dropout: input should be less than 1"),
+    (["--set", "data.dataset=cifar10"], "data.dataset: unknown dataset 'cifar10'"),
+    (["--set", "data.limit=70000"], "data.limit: 70000 is more than the 60000 images"),
+    (["--set", "objective.metric=test_accuracy"], "objective.metric: input should be"),
+    (["--set", "scheduler.kind=asha", "--set", "scheduler.grace_period=9"], "scheduler.grace_period: more than"),
+    (["--set", "report.baseline=nope"], "report.baseline: no row named 'nope'"),
+    (["--set", "train.epochs"], "--set train.epochs: expected KEY=VALUE"),
+    (["missing.yaml"], "missing.yaml: config file not found"),
+    (["BROKEN"], "BROKEN: not valid YAML at line 3"),
+    (["--storage-path", "FILE/sub"], "--storage-path FILE/sub: cannot create or write this folder"),
+    (["--address", "127.0.0.1:1"], "--address 127.0.0.1:1: no Ray cluster answers there"),
+]
+
+
+@pytest.mark.parametrize("args,message", CASES, ids=[m.split(":")[0] for _, m in CASES])
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, args, message):
+    (tmp_path / "broken.yaml").write_text("name: x\nseeds: [1, 2\n")
+    (tmp_path / "file.txt").write_text("a file, not a folder")
+    args = [
+        str(tmp_path / "broken.yaml") if a == "BROKEN" else a.replace("FILE", str(tmp_path / "file.txt")) for a in args
+    ]
+    message = message.replace("FILE", str(tmp_path / "file.txt")).replace("BROKEN", str(tmp_path / "broken.yaml"))
+    if args[0].startswith("--"):
+        args = [SEED, *args]
+    storage = tmp_path / "storage"
+    if "--storage-path" not in args:
+        args += ["--storage-path", str(storage)]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = run_cli(*args, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: {message}"), proc.stderr
+    assert proc.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no mlflow.db, mlruns, storage, journal
+
+
+def test_credentials_in_a_tracking_uri_are_masked():
+    assert masked("https://alice:s3cret@mlflow.example.com:5000/") == "https://alice:***@mlflow.example.com:5000/"
+    assert masked("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert masked("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
