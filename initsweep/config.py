@@ -184,6 +184,8 @@ class ResourcesConfig(_Strict):
     """GPUs a trial holds (fractions share a GPU); a trial holding one trains on CUDA."""
     max_concurrent: int | None = Field(default=None, gt=0)
     """Trials running at once; default: as many as the cluster's resources allow."""
+    reuse_actors: bool = True
+    """Run the next trial in a finished trial's process (under 1 s to start instead of ~12 s)."""
 
 
 class SchedulerConfig(_Strict):

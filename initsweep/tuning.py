@@ -411,7 +411,7 @@ def _tune_config(sweep: SweepConfig, exp_dir: Path, sweep_id: str) -> tune.TuneC
         scheduler=scheduler,
         num_samples=num_samples,
         max_concurrent_trials=max_concurrent,
-        reuse_actors=True,
+        reuse_actors=sweep.resources.reuse_actors,
     )
 
 

@@ -37,7 +37,7 @@ def test_trials_land_on_both_nodes_and_local_stores_are_refused(two_nodes, mlflo
         smoke,
         *("--address", two_nodes.address, "--tracking-uri", mlflow_server, "--storage-path", str(tmp_path / "ray")),
         *("--set", "schemes.1.c=0.5", "--set", "schemes.2.scheme=kaiming_normal"),  # its own experiment
-        *("--set", "name=two_nodes"),
+        *("--set", "name=two_nodes", "--set", "resources.reuse_actors=false"),  # two trials at once: one per node
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
