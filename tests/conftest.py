@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -62,11 +64,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_http(url: str, process: subprocess.Popen, timeout: float) -> bool:
+    """True once `url` answers; False if `process` exits or `timeout` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on a free 127.0.0.1 port (SQLite backend, served artifacts); yields its URI."""
-    import time
-    import urllib.request
 
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
@@ -76,18 +88,9 @@ def mlflow_server(tmp_path_factory):
     with open(root / "server.log", "w") as log:
         server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{uri}/health", timeout=2)
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise RuntimeError(
-                    f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}"
-                ) from None
-            time.sleep(0.5)
+    if not wait_for_http(f"{uri}/health", server, timeout=90):
+        server.kill()
+        raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
     yield uri
     server.terminate()
     server.wait(timeout=30)

@@ -9,12 +9,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, free_port, mlflow_runs, run_cli
+from conftest import ROOT, free_port, mlflow_runs, run_cli, wait_for_http
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.cluster_utils import Cluster
 
@@ -62,14 +61,7 @@ def test_ray_job_submit_runs_a_smoke_sweep(tmp_path):
     # stop every Ray on the machine).
     head = subprocess.Popen(start, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{dashboard}", timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and head.poll() is None, "the Ray head did not start"
-                time.sleep(1)
+        assert wait_for_http(f"http://127.0.0.1:{dashboard}", head, timeout=120), "the Ray head did not start"
         db = tmp_path / "job.db"
         submit = [RAY, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", str(ROOT), "--"]
         submit += ["python", "sweeps/run.py", "sweeps/smoke.yaml", "--tracking-uri", f"sqlite:///{db}"]
