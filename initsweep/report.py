@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import io
 import math
 import statistics
 import warnings
@@ -336,7 +335,8 @@ def _markdown(sweep, summaries, header, cells, pngs, notes, title_note) -> str:
     obj, pct = sweep.objective, round(sweep.report.level * 100)
     kind = "Optuna search" if sweep.search else "grid"
     best = next((s for s in summaries if not s.diverged), None)
-    baseline = next((s.row.name for s in summaries if s.vs_baseline is None and _is_baseline(s, sweep)), None)
+    baseline_row = _baseline([s.row for s in summaries], sweep)
+    baseline = baseline_row.name if baseline_row else None
     parts = [
         f"# initsweep report: {sweep.name}",
         f"{kind} sweep, {len(summaries)} trials x {len(sweep.seeds)} seeds ({sweep.seeds}); "
@@ -369,27 +369,18 @@ def _markdown(sweep, summaries, header, cells, pngs, notes, title_note) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def _is_baseline(s: RowSummary, sweep: SweepConfig) -> bool:
-    wanted = sweep.report.baseline
-    return s.row.name == wanted if wanted else s.row.scheme == "pytorch_default"
-
-
 def _html(md: str, title: str, folder: Path) -> str:
     """The Markdown as one self-contained HTML page (images inlined, so it opens inside MLflow's UI)."""
-
-    def inline(match_path: str) -> str:
-        data = base64.b64encode((folder / match_path).read_bytes()).decode()
-        return f"data:image/png;base64,{data}"
-
     body = markdown.markdown(md, extensions=["tables"])
     for png in sorted((folder / "plots").glob("*.png")):
-        body = body.replace(f'src="plots/{png.name}"', f'src="{inline(f"plots/{png.name}")}"')
+        data = base64.b64encode(png.read_bytes()).decode()
+        body = body.replace(f'src="plots/{png.name}"', f'src="data:image/png;base64,{data}"')
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
         "img{max-width:100%}"
     )
-    out = io.StringIO()
-    out.write(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>")
-    out.write(f"<style>{style}</style></head><body>{body}</body></html>\n")
-    return out.getvalue()
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>{body}</body></html>\n"
+    )

@@ -83,7 +83,7 @@ def _flat_params(trial: TrialConfig) -> dict[str, str]:
         "model": trial.model.name,
         **{f"model.{k}": v for k, v in trial.model.model_dump().items() if k != "name"},
     }
-    params |= {k: v for k, v in trial.train.model_dump().items()}
+    params |= trial.train.model_dump()
     params |= {f"data.{k}": v for k, v in trial.data.model_dump().items()}
     params |= {"init.bias": trial.init.bias, "n_seeds": len(trial.seeds)}
     return {k: str(v) for k, v in params.items()}

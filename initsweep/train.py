@@ -162,6 +162,7 @@ class _SeedRun:
         self.trial, self.device, self.step = trial, device, 0
         self.optimizer = _optimizer(trial, model.parameters())
         self.order = torch.Generator().manual_seed(order_seed)
+        self.results = [self.result]  # as a packed run's, for run_trial
         with torch.random.fork_rng(devices=self._cuda()):
             torch.manual_seed(dropout_seed)
             self.rng_state = self._get_rng()
@@ -336,16 +337,15 @@ def run_trial(
         runs = [_PackedRun(trial, data, trial.seeds, device)]
     else:
         runs = [_SeedRun(trial, data, seed, device) for seed in trial.seeds]
-    results = [r for run in runs for r in (run.results if isinstance(run, _PackedRun) else [run.result])]
+    results = [r for run in runs for r in run.results]
     for epoch in range(1, trial.train.epochs + 1):
         for run in runs:
             run_start = time.perf_counter()
             run.train_epoch(data)
             if epoch == trial.train.epochs:
                 run.finish(data)
-            run_results = run.results if isinstance(run, _PackedRun) else [run.result]
-            for r in run_results:  # a packed run's time is shared by its seeds
-                r.seconds += (time.perf_counter() - run_start) / len(run_results)
+            for r in run.results:  # a packed run's time is shared by its seeds
+                r.seconds += (time.perf_counter() - run_start) / len(run.results)
         if on_epoch is not None:
             on_epoch(epoch, results)
     return TrialResult(trial, results, time.perf_counter() - start)
