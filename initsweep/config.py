@@ -186,6 +186,8 @@ class ResourcesConfig(_Strict):
     """Trials running at once; default: as many as the cluster's resources allow."""
     reuse_actors: bool = True
     """Run the next trial in a finished trial's process (under 1 s to start instead of ~12 s)."""
+    max_failures: int = Field(default=2, ge=-1)
+    """Retries of a failed trial (an error, a lost node), each from its last epoch's checkpoint; -1: no limit."""
 
 
 class SchedulerConfig(_Strict):

@@ -3,7 +3,8 @@
 A per-sample `DataLoader` + `ToTensor` trial took 23 s here, a preloaded one 4-5 s, so every split is
 one float tensor in memory. FashionMNIST is read by torchvision from a cache folder (`INITSWEEP_DATA`,
 default `~/.cache/initsweep`). The embedded default fills that cache from Debian's
-`dataset-fashion-mnist` files; elsewhere torchvision downloads into it.
+`dataset-fashion-mnist` files (or the `.gz` files in `INITSWEEP_DATA_SOURCE`); elsewhere torchvision
+downloads into it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 from torchvision import datasets
 
-__all__ = ["DATASETS", "Data", "DataError", "DatasetSpec", "Split", "cache_dir", "load_data", "load_raw"]
+__all__ = ["DATASETS", "Data", "DataError", "DatasetSpec", "Split", "cache_dir", "load_data", "load_raw", "source_dir"]
 
 
 class DataError(RuntimeError):
@@ -81,13 +82,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("INITSWEEP_DATA", "~/.cache/initsweep")).expanduser()
 
 
+def source_dir(spec: DatasetSpec) -> Path:
+    """Where the dataset's raw `.gz` files are looked for: `INITSWEEP_DATA_SOURCE`, else the package's folder."""
+    return Path(os.environ.get("INITSWEEP_DATA_SOURCE", spec.local_dir)).expanduser()
+
+
 def _raw_names(spec: DatasetSpec) -> list[str]:
     return [filename for filename, _md5 in spec.torchvision_class.resources]
 
 
 def _extract_local(spec: DatasetSpec, raw_folder: Path) -> bool:
     """Extract the system package's `.gz` files into torchvision's raw folder; False if absent."""
-    sources = [Path(spec.local_dir) / name for name in _raw_names(spec)]
+    sources = [source_dir(spec) / name for name in _raw_names(spec)]
     if not all(p.is_file() for p in sources):
         return False
     raw_folder.mkdir(parents=True, exist_ok=True)
@@ -115,7 +121,7 @@ def load_raw(name: str) -> tuple[Split, Split]:
     except (RuntimeError, OSError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(
-            f"{name}: no data files in {spec.local_dir} or {raw_folder}, and the download failed "
+            f"{name}: no data files in {source_dir(spec)} or {raw_folder}, and the download failed "
             f"({reason}); install them with: apt-get install -y {spec.apt_package}"
         ) from None
     train, test = (Split(s.data.unsqueeze(1).float().div_(255), s.targets.long()) for s in sets)

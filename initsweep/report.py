@@ -289,8 +289,15 @@ class Report:
     """The result table for the terminal."""
 
 
-def build_report(rows: list[ReportRow], sweep: SweepConfig, folder: Path, title_note: str = "") -> Report:
-    """Write report.md, report.html (images inlined), results.csv and plots/*.png into `folder`."""
+def build_report(
+    rows: list[ReportRow],
+    sweep: SweepConfig,
+    folder: Path,
+    title_note: str = "",
+    failed: Sequence[tuple[str, str]] = (),
+) -> Report:
+    """Write report.md, report.html (images inlined), results.csv and plots/*.png into `folder`;
+    `failed` lists the trials that ended in an error, as (name, the error's last line)."""
     from initsweep import plots  # matplotlib: only where a report is drawn, not in every trial process
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -324,14 +331,17 @@ def build_report(rows: list[ReportRow], sweep: SweepConfig, folder: Path, title_
     with open(folder / "results.csv", "w", newline="") as f:
         csv.writer(f).writerows([header, *cells])
 
-    md = _markdown(sweep, summaries, header, cells, pngs, notes, title_note)
+    md = _markdown(sweep, summaries, header, cells, pngs, notes, title_note, failed)
     (folder / "report.md").write_text(md)
     (folder / "report.html").write_text(_html(md, sweep.name, folder))
     files = [folder / "report.md", folder / "report.html", folder / "results.csv", *pngs.values()]
-    return Report(folder, files, summaries, text_table(summaries, sweep))
+    text = text_table(summaries, sweep)
+    if failed:
+        text += "\n\nfailed (no result, after their retries):\n" + "\n".join(f"  {n}: {e}" for n, e in failed)
+    return Report(folder, files, summaries, text)
 
 
-def _markdown(sweep, summaries, header, cells, pngs, notes, title_note) -> str:
+def _markdown(sweep, summaries, header, cells, pngs, notes, title_note, failed=()) -> str:
     obj, pct = sweep.objective, round(sweep.report.level * 100)
     kind = "Optuna search" if sweep.search else "grid"
     best = next((s for s in summaries if not s.diverged), None)
@@ -359,6 +369,11 @@ def _markdown(sweep, summaries, header, cells, pngs, notes, title_note) -> str:
         + "Rows with a diverged seed are ranked last.\n\n"
         + _md_table(header, cells)
     )
+    if failed:
+        parts.append(
+            "## Failed trials\n\nThese trials raised an error on every attempt (see `error.txt` in their MLflow "
+            "runs) and have no result:\n\n" + "\n".join(f"- {n}: `{e}`" for n, e in failed)
+        )
     ref = reference_section(summaries, sweep)
     if ref:
         parts.append(ref)

@@ -8,25 +8,42 @@ run that is not FINISHED is a partial write (the driver died mid-way): it is del
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import statistics
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import yaml
+from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
 
-from initsweep.config import SweepConfig, TrialConfig, parse_config
+from initsweep.config import ConfigError, SweepConfig, TrialConfig, parse_config
 from initsweep.report import ReportRow, SeedRecord, aggregate
 from initsweep.schemes import get_scheme
 from initsweep.train import SeedResult
 
-__all__ = ["Tracker", "TrialRecord", "find_sweep_run", "is_local_uri", "log_report", "masked", "read_sweep", "ui_hint"]
+__all__ = [
+    "Tracker",
+    "TrialRecord",
+    "check_tracking_server",
+    "find_sweep_run",
+    "is_local_uri",
+    "log_report",
+    "masked",
+    "read_failures",
+    "read_sweep",
+    "ui_hint",
+]
 
 EPOCH_METRICS = ("train_loss", "last_batch_loss", "val_loss", "val_accuracy", "val_accuracy_train_mode")
 
@@ -56,6 +73,25 @@ def masked(uri: str) -> str:
         return uri
     host = parts.hostname + (f":{parts.port}" if parts.port else "")
     return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+
+
+def check_tracking_server(uri: str, timeout: float = 10.0) -> None:
+    """Fail in seconds, with one line naming the URI, when an http(s) tracking server does not answer.
+
+    MLflow's client retries a refused connection for minutes, which suits a server that is restarting
+    mid-sweep (no write is lost) but not a mistyped URI at start."""
+    parts = urlparse(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    health = parts._replace(netloc=host, path=parts.path.rstrip("/") + "/health", query="").geturl()
+    try:
+        urllib.request.urlopen(health, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # something answers (perhaps asking for credentials): MLflow's own errors say the rest
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConfigError(f"--tracking-uri {masked(uri)}: no MLflow tracking server answers ({reason})") from None
 
 
 def ui_hint(uri: str, experiment_id: str, run_id: str) -> str:
@@ -93,6 +129,16 @@ def _metrics(values: dict[str, float], step: int, ts: int) -> list[Metric]:
     return [Metric(k, float(v), ts, step) for k, v in values.items() if k != "n"]
 
 
+def _first_use_lock(uri: str):
+    """Two sweeps starting at once on one new SQLite file would both create MLflow's tables and the
+    experiment; a lock file (in the temp folder, keyed by the database's path) makes them take turns."""
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    db = Path(uri.removeprefix("sqlite:///")).resolve()
+    key = hashlib.sha256(str(db).encode()).hexdigest()[:16]
+    return FileLock(Path(tempfile.gettempdir()) / f"initsweep-mlflow-{key}.lock", timeout=300)
+
+
 class Tracker:
     """Writes a sweep into an MLflow store. Picklable: the client is made on first use."""
 
@@ -120,7 +166,12 @@ class Tracker:
         location = None
         if self.tracking_uri.startswith("sqlite:///"):  # artifacts beside the database, not in ./mlruns
             location = (Path(self.tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
-        return self.client.create_experiment(self.sweep.name, artifact_location=location)
+        try:
+            return self.client.create_experiment(self.sweep.name, artifact_location=location)
+        except MlflowException as err:  # another sweep (on a tracking server) created it a moment ago
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return self.client.get_experiment_by_name(self.sweep.name).experiment_id
 
     def _find(self, kind: str, extra: str = "") -> list:
         assert self.experiment_id is not None
@@ -129,7 +180,8 @@ class Tracker:
 
     def start_sweep(self, experiment_dir: str) -> str:
         """Find or create the sweep's parent run and mark it RUNNING; returns its id."""
-        self.experiment_id = self._experiment()
+        with _first_use_lock(self.tracking_uri):
+            self.experiment_id = self._experiment()
         found = self._find("sweep")
         if found:
             self.parent_run_id = found[0].info.run_id
@@ -296,6 +348,14 @@ def read_sweep(client: MlflowClient, parent) -> tuple[SweepConfig, list[ReportRo
             row.objective = statistics.fmean(s.final[sweep.objective.metric] for s in seeds)
             rows.append(row)
     return sweep, rows
+
+
+def read_failures(client: MlflowClient, parent) -> list[tuple[str, str]]:
+    """The sweep's failed trials, as (run name, the error's last line), in the order they started."""
+    sweep_id = parent.data.tags["sweep_id"]
+    query = f"tags.sweep_id = '{sweep_id}' AND tags.run_kind = 'trial' AND attributes.status = 'FAILED'"
+    runs = client.search_runs([parent.info.experiment_id], query, order_by=["attributes.start_time ASC"])
+    return [(r.info.run_name, r.data.tags.get("error", "")) for r in runs]
 
 
 def log_report(client: MlflowClient, run_id: str, folder: Path) -> None:

@@ -7,12 +7,17 @@ Seeds advance epoch by epoch together, so `on_epoch` sees every seed's metrics f
 MLPs train all their seeds as one packed model (`initsweep.packed`); other models (the CNN) train their
 seeds one after another.
 
+A trial can stop after any epoch and go on later: `on_epoch` gets a snapshot of the whole training
+state (weights, optimizer, every random stream, the results so far), and `run_trial(resume=state)`
+continues from it with the metrics an uninterrupted run would have had (checkpoints under Ray Tune).
+
 Divergence is a result, not a crash: a non-finite loss stops that seed, records the step, and its
 metrics from then on are the finite penalties `DIVERGED_LOSS` and `DIVERGED_ACCURACY`.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -49,9 +54,10 @@ DIVERGED_ACCURACY = 0.0
 PROBE_SIZE = 500
 """Train images (the split's first) that LSUV and the init diagnostics measure on."""
 
-EpochCallback = Callable[[int, list["SeedResult"]], None]
-"""`on_epoch(epoch, seeds)` after every seed trained epoch `epoch` (1-based): each `SeedResult` so far,
-its `epochs[-1]` that epoch's metrics; after the last epoch `test_accuracy` is set too."""
+EpochCallback = Callable[[int, list["SeedResult"], Callable[[], dict]], None]
+"""`on_epoch(epoch, seeds, snapshot)` after every seed trained epoch `epoch` (1-based): each `SeedResult`
+so far, its `epochs[-1]` that epoch's metrics (after the last epoch `test_accuracy` is set too), and
+`snapshot()`, the training state to pass as `run_trial(resume=...)` (built only when called)."""
 
 
 @dataclass
@@ -229,6 +235,24 @@ class _SeedRun:
     def _record_penalty(self) -> None:
         self.result.epochs.append(_penalty(self.trial.train.val_train_mode))
 
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "order": self.order.get_state(),
+            "dropout": self.rng_state,
+            "step": self.step,
+            "results": [self.result.to_dict()],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.order.set_state(state["order"])
+        self.rng_state, self.step = list(state["dropout"]), state["step"]
+        self.result = SeedResult.from_dict(state["results"][0])
+        self.results = [self.result]
+
     def finish(self, data: Data) -> None:
         self.result.test_accuracy = DIVERGED_ACCURACY
         if not self.result.diverged:
@@ -310,6 +334,24 @@ class _PackedRun:
                 if extra is not None:
                     m["val_accuracy_train_mode"] = extra[s]
 
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "orders": [g.get_state() for g in self.orders],
+            "dropouts": [g.get_state() for g in self.dropouts],
+            "step": self.step,
+            "results": [r.to_dict() for r in self.results],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for g, saved in zip(self.orders + self.dropouts, state["orders"] + state["dropouts"], strict=True):
+            g.set_state(saved)
+        self.step = state["step"]
+        self.results = [SeedResult.from_dict(d) for d in state["results"]]
+
     def finish(self, data: Data) -> None:
         losses, accuracies = self._packed_eval(data.test)
         for s, r in enumerate(self.results):
@@ -324,11 +366,13 @@ def run_trial(
     device: torch.device | str = "cpu",
     on_epoch: EpochCallback | None = None,
     pack: bool = True,
+    resume: dict | None = None,
 ) -> TrialResult:
     """Train `trial`'s scheme on each of its seeds; per-epoch metrics for every seed.
 
     MLPs train their seeds packed into one model (`pack=False` trains them one after another, for
-    comparison); the same config and seeds give the same metrics on the CPU.
+    comparison); the same config and seeds give the same metrics on the CPU. `resume` is a snapshot
+    from `on_epoch`: training goes on after its epoch (a snapshot of the last epoch trains nothing).
     """
     start = time.perf_counter()
     device = torch.device(device)
@@ -337,8 +381,18 @@ def run_trial(
         runs = [_PackedRun(trial, data, trial.seeds, device)]
     else:
         runs = [_SeedRun(trial, data, seed, device) for seed in trial.seeds]
-    results = [r for run in runs for r in run.results]
-    for epoch in range(1, trial.train.epochs + 1):
+    done = 0
+    if resume is not None:
+        if len(resume["runs"]) != len(runs):
+            raise ValueError(f"resume: a snapshot of {len(resume['runs'])} runs, this trial has {len(runs)}")
+        for run, state in zip(runs, resume["runs"], strict=True):
+            run.load_state_dict(state)
+        done = resume["epoch"]
+
+    def snapshot(epoch: int) -> dict:  # a copy: training goes on with the live tensors
+        return copy.deepcopy({"epoch": epoch, "runs": [run.state_dict() for run in runs]})
+
+    for epoch in range(done + 1, trial.train.epochs + 1):
         for run in runs:
             run_start = time.perf_counter()
             run.train_epoch(data)
@@ -347,5 +401,5 @@ def run_trial(
             for r in run.results:  # a packed run's time is shared by its seeds
                 r.seconds += (time.perf_counter() - run_start) / len(run.results)
         if on_epoch is not None:
-            on_epoch(epoch, results)
-    return TrialResult(trial, results, time.perf_counter() - start)
+            on_epoch(epoch, [r for run in runs for r in run.results], lambda epoch=epoch: snapshot(epoch))
+    return TrialResult(trial, [r for run in runs for r in run.results], time.perf_counter() - start)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import socket
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -26,29 +27,69 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from initsweep import faults
 from initsweep.config import ConfigError, SweepConfig
 from initsweep.data import Data
-from initsweep.report import Report, aggregate, build_report
+from initsweep.report import Report, ReportRow, aggregate, build_report
 from initsweep.search import OptunaSpace, grid_rows, make_sampler, row_from_params
-from initsweep.tracking import Tracker, TrialRecord, is_local_uri, log_report, read_sweep
+from initsweep.tracking import Tracker, TrialRecord, is_local_uri, log_report, read_failures, read_sweep
 from initsweep.train import SeedResult, run_trial
 
 __all__ = ["SweepOutcome", "connect", "experiment_dir", "run_sweep", "sweep_hash"]
 
 SWEEP_FILE = "initsweep-sweep.json"
+CHECKPOINT_FILE = "training-state.pt"
 
 
-def train_trial(config: dict[str, Any], *, sweep: SweepConfig, data: Data) -> None:
-    """The Ray Tune trainable: one trial config on all the sweep's seeds, one report per epoch."""
+def train_trial(config: dict[str, Any], *, sweep: SweepConfig, data: Data, exp_dir: str) -> None:
+    """The Ray Tune trainable: one trial config on all the sweep's seeds, one report per epoch.
+
+    Every report carries a checkpoint of the whole training state, so a retried trial (a lost node, an
+    error) or a resumed sweep goes on after the last epoch it reported instead of starting over.
+    """
     torch.set_num_threads(max(1, int(sweep.resources.cpus_per_trial)))
     trial = sweep.trial(row_from_params(config))
     use_cuda = sweep.resources.gpus_per_trial > 0 and torch.cuda.is_available()
     node_id = ray.get_runtime_context().get_node_id()
+    resume = latest_state(Path(exp_dir) / Path(tune.get_context().get_trial_dir()).name)
+    names = (trial.scheme.name, trial.scheme.scheme)  # for injected faults (tests)
+    restored_epoch = resume["epoch"] if resume else 0
+    faults.maybe_fail(names, resumed=resume is not None, epoch=None)
 
-    def report(epoch: int, seeds: list[SeedResult]) -> None:
-        tune.report(epoch_report(sweep, epoch, seeds) | {"node_id": node_id, "device": "cuda" if use_cuda else "cpu"})
+    def report(epoch: int, seeds: list[SeedResult], snapshot) -> None:
+        metrics = epoch_report(sweep, epoch, seeds) | {
+            "node_id": node_id,
+            "device": "cuda" if use_cuda else "cpu",
+            "restored_epoch": restored_epoch,  # epochs this attempt did not train (from a checkpoint)
+        }
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(snapshot(), Path(folder) / CHECKPOINT_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        faults.maybe_fail(names, resumed=resume is not None, epoch=epoch)
 
-    run_trial(trial, data, device="cuda" if use_cuda else "cpu", on_epoch=report)
+    if resume is not None and restored_epoch >= trial.train.epochs:  # finished, but the driver missed it
+        seeds = [SeedResult.from_dict(d) for run in resume["runs"] for d in run["results"]]
+        report(restored_epoch, seeds, lambda: resume)
+        return
+    run_trial(trial, data, device="cuda" if use_cuda else "cpu", on_epoch=report, resume=resume)
+
+
+def latest_state(trial_folder: Path) -> dict | None:
+    """The newest training state among a trial's checkpoints on storage, or None.
+
+    Read from the folder rather than from `tune.get_checkpoint()`: Tune's record of a trial's latest
+    checkpoint is saved by the driver a moment after the worker wrote it, so a killed driver can hand a
+    resumed trial an older one, and the epochs after it would train twice.
+    """
+    newest = None
+    for path in trial_folder.glob(f"checkpoint_*/{CHECKPOINT_FILE}"):
+        try:
+            state = torch.load(path, weights_only=True)
+        except Exception:  # a checkpoint cut short by a killed process: use an older one
+            continue
+        if newest is None or state["epoch"] > newest["epoch"]:
+            newest = state
+    return newest
 
 
 def epoch_report(sweep: SweepConfig, epoch: int, seeds: list[SeedResult]) -> dict[str, Any]:
@@ -106,6 +147,8 @@ class Progress(tune.Callback):
             what += f" ({int(r['diverged'])} diverged)" if r.get("diverged") else ""
             if r["epoch"] < self.sweep.train.epochs:
                 what += f", stopped early after epoch {r['epoch']}"
+            if r.get("restored_epoch", 0) >= r["epoch"]:
+                what += " (finished before the restart: nothing trained)"
         best = _best(finished, obj.mode)
         best_text = (
             f"best {row_from_params(best.config).name} {best.last_result['objective']:.4g}" if best else "best -"
@@ -142,17 +185,13 @@ class RecordTrials(tune.Callback):
 
     At the end it goes over every trial once more: a resumed sweep's trials that finished before the
     interruption are recorded if an earlier driver died before writing them (writes are idempotent).
-    `records` then holds every finished or failed trial of the sweep.
     """
 
     def __init__(self, tracker: Tracker, sweep: SweepConfig):
         self.tracker, self.sweep = tracker, sweep
-        self.records: dict[str, TrialRecord] = {}
 
     def _record(self, trial: Trial, error: str | None = None) -> None:
-        record = record_of(self.sweep, trial.trial_id, trial.config, trial.last_result, error)
-        self.tracker.record_trial(record)
-        self.records[trial.trial_id] = record
+        self.tracker.record_trial(record_of(self.sweep, trial.trial_id, trial.config, trial.last_result, error))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._record(trial)
@@ -163,7 +202,8 @@ class RecordTrials(tune.Callback):
     def on_experiment_end(self, trials, **info) -> None:
         for trial in trials:
             # An interrupted sweep ends its running trials TERMINATED too, but without a `done` result.
-            if trial.status == Trial.TERMINATED and (trial.last_result or {}).get("done"):
+            last = trial.last_result or {}
+            if trial.status == Trial.TERMINATED and (last.get("done") or last.get("epoch") == self.sweep.train.epochs):
                 self._record(trial)
             elif trial.status == Trial.ERROR:
                 self._record(trial, _error_text(trial))
@@ -201,10 +241,14 @@ class SweepOutcome:
     n_errors: int
 
 
-def connect(address: str | None, verbose: bool = False) -> str | None:
-    """Start an embedded Ray (dashboard on 127.0.0.1) or join a cluster; returns the dashboard URL.
+def connect(address: str | None, verbose: bool = False, listen: str | None = None) -> str | None:
+    """Start an embedded Ray or join a cluster; returns the dashboard URL.
 
-    `ConfigError` when the cluster cannot be reached."""
+    The embedded Ray's dashboard and Jobs API (which runs whatever code it is sent) listen on 127.0.0.1
+    unless `listen` names another address of this machine, or 0.0.0.0 for all of them; its node services
+    do too when RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set before Ray was imported (`sweeps/run.py`
+    does). Ray's token authentication stays on either way. `ConfigError` when the
+    cluster cannot be reached."""
     if ray.is_initialized():
         return None
     kwargs: dict[str, Any] = {"logging_level": "INFO" if verbose else "ERROR", "log_to_driver": verbose}
@@ -214,7 +258,9 @@ def connect(address: str | None, verbose: bool = False) -> str | None:
         if address:
             context = ray.init(address=address, **kwargs)
         else:
-            context = ray.init(dashboard_host="127.0.0.1", include_dashboard=True, **kwargs)
+            if listen not in (None, "0.0.0.0"):
+                kwargs["_node_ip_address"] = listen
+            context = ray.init(dashboard_host=listen or "127.0.0.1", include_dashboard=True, **kwargs)
         return context.dashboard_url or None
     except (ConnectionError, RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -301,7 +347,7 @@ def run_sweep(
     parent = tracker.start_sweep(str(exp_dir))
 
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, sweep=sweep, data=data),
+        tune.with_parameters(train_trial, sweep=sweep, data=data, exp_dir=str(exp_dir)),
         {"cpu": sweep.resources.cpus_per_trial, "gpu": sweep.resources.gpus_per_trial},
     )
     recorder = RecordTrials(tracker, sweep)
@@ -322,6 +368,8 @@ def run_sweep(
                 storage_path=str(exp_dir.parent),
                 callbacks=callbacks,
                 verbose=2 if verbose else 0,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the last epoch's is all a retry needs
+                failure_config=tune.FailureConfig(max_failures=sweep.resources.max_failures),
             ),
         )
     try:
@@ -330,20 +378,20 @@ def run_sweep(
         tracker.end_sweep("KILLED")
         raise
 
-    records = list(recorder.records.values())
-    done = [r for r in records if r.error is None and r.seeds]
-    n_errors = sum(r.error is not None for r in records)
-    best = best_record(done, sweep)
-    complete = len(records) >= sweep.n_trials
-    summary = {"trials_finished": len(done), "trials_failed": n_errors}
+    # What MLflow holds is the sweep's record, whichever run of the command wrote each trial.
+    parent_run = tracker.client.get_run(parent)
+    _, rows = read_sweep(tracker.client, parent_run)
+    failed = read_failures(tracker.client, parent_run)
+    best = best_row(rows, sweep)
+    complete = len(rows) + len(failed) >= sweep.n_trials
+    summary = {"trials_finished": len(rows), "trials_failed": len(failed)}
     if best:
         summary["best_objective"] = best[1]
     if complete and sweep.search is not None:
         close_stale_optuna_trials(sweep, exp_dir, sweep_id)
     report = None
-    if done:  # drawn from MLflow, exactly as `sweeps/report.py` rebuilds it later
-        _, rows = read_sweep(tracker.client, tracker.client.get_run(parent))
-        report = build_report(rows, sweep, Path(report_dir) / f"{sweep.name}-{sweep_id}")
+    if rows:  # drawn from MLflow, exactly as `sweeps/report.py` rebuilds it later
+        report = build_report(rows, sweep, Path(report_dir) / f"{sweep.name}-{sweep_id}", failed=failed)
         log_report(tracker.client, parent, report.folder)
     tracker.end_sweep("FINISHED" if complete else "KILLED", summary)
     return SweepOutcome(
@@ -354,19 +402,16 @@ def run_sweep(
         report,
         best,
         resumed=can_restore,
-        n_errors=n_errors,
+        n_errors=len(failed),
     )
 
 
-def best_record(records: list[TrialRecord], sweep: SweepConfig) -> tuple[str, float] | None:
+def best_row(rows: list[ReportRow], sweep: SweepConfig) -> tuple[str, float] | None:
     """(name, objective) of the best trial; trials with a diverged seed never count as best."""
-    obj = sweep.objective
-    scored = [
-        (r.trial.scheme.name, aggregate(r.seeds)[obj.metric]) for r in records if not any(s.diverged for s in r.seeds)
-    ]
+    scored = [(r.name, r.objective) for r in rows if not any(s.diverged for s in r.seeds)]
     if not scored:
         return None
-    return (max if obj.mode == "max" else min)(scored, key=lambda t: t[1])
+    return (max if sweep.objective.mode == "max" else min)(scored, key=lambda t: t[1])
 
 
 def close_stale_optuna_trials(sweep: SweepConfig, exp_dir: Path, sweep_id: str) -> None:
@@ -392,7 +437,7 @@ def _tune_config(sweep: SweepConfig, exp_dir: Path, sweep_id: str) -> tune.TuneC
         )
     search_alg, num_samples, max_concurrent = None, 1, sweep.resources.max_concurrent
     if sweep.search is not None:
-        search_alg = OptunaSearch(
+        search_alg = ResumableOptunaSearch(
             space=OptunaSpace(sweep.search),
             metric="objective",
             mode=obj.mode,
@@ -413,6 +458,39 @@ def _tune_config(sweep: SweepConfig, exp_dir: Path, sweep_id: str) -> tune.TuneC
         max_concurrent_trials=max_concurrent,
         reuse_actors=sweep.resources.reuse_actors,
     )
+
+
+class ResumableOptunaSearch(OptunaSearch):
+    """OptunaSearch that survives a killed driver.
+
+    Tune saves trial states and the searcher's state one after the other, and the study (in storage)
+    moves on without either. After a driver is killed, a restored trial may be unknown to the restored
+    searcher (stock OptunaSearch: KeyError), or already closed in the study by the dead driver (stock:
+    UpdateFinishedTrialError when it reports again). An unknown trial is matched to its RUNNING Optuna
+    trial by its parameters; a closed one is not told anything twice.
+    """
+
+    def _open_in_study(self, trial_id: str, result: dict | None) -> bool:
+        """Whether the study still waits for this trial (matching an unknown trial to it first)."""
+        if trial_id not in self._ot_trials:
+            config = (result or {}).get("config", {})
+            running = self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            match = next((t for t in running if t.params.items() <= config.items()), None)
+            if match is None:
+                return False
+            self._ot_trials[trial_id] = optuna.Trial(self._ot_study, match._trial_id)
+        frozen = self._ot_study._storage.get_trial(self._ot_trials[trial_id]._trial_id)
+        return not frozen.state.is_finished()
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self._open_in_study(trial_id, result):
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if self._open_in_study(trial_id, result):
+            super().on_trial_complete(trial_id, result, error)
+        else:
+            self._completed_trials.add(trial_id)
 
 
 def optuna_storage(sweep: SweepConfig, exp_dir: Path) -> optuna.storages.BaseStorage:

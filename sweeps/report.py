@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow import MlflowClient
 
     from initsweep.report import build_report
-    from initsweep.tracking import find_sweep_run, read_sweep
+    from initsweep.tracking import find_sweep_run, read_failures, read_sweep
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
     client = MlflowClient(uri)
@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print(f"error: --experiment {args.experiment}: the sweep has no finished trial yet", file=sys.stderr)
         return 2
-    report = build_report(rows, sweep, Path(args.out).resolve() / f"{sweep.name}-{parent.data.tags['sweep_id']}")
+    folder = Path(args.out).resolve() / f"{sweep.name}-{parent.data.tags['sweep_id']}"
+    report = build_report(rows, sweep, folder, failed=read_failures(client, parent))
     print(report.text)
     print(f"\nreport: {report.folder / 'report.md'}")
     return 0

@@ -9,6 +9,7 @@ Bad input: exit code 2 and one line on stderr.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import sys
@@ -68,6 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="reports",
         help="where the report folder (<name>-<sweep id>) is written (default: %(default)s)",
     )
+    p.add_argument(
+        "--listen",
+        metavar="IP",
+        help="embedded Ray only: listen on this address of the machine (0.0.0.0: every one) instead of "
+        "127.0.0.1; exposes Ray's dashboard and Jobs API, which runs any code it is sent",
+    )
     p.add_argument("--fresh", action="store_true", help="start the sweep over under a new run instead of resuming")
     p.add_argument(
         "--no-ray",
@@ -123,14 +130,33 @@ def run_in_process(sweep: SweepConfig, device: str | None, report_dir: str) -> i
     return 0
 
 
+def check_listen(listen: str | None, address: str | None) -> None:
+    if listen is None:
+        return
+    if address:
+        raise ConfigError(f"--listen {listen}: applies to the embedded Ray only, not to --address {address}")
+    try:
+        ipaddress.ip_address(listen)
+    except ValueError:
+        raise ConfigError(f"--listen {listen}: not an IP address (e.g. 0.0.0.0 or 10.0.0.5)") from None
+
+
 def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
     import mlflow
 
+    if not args.address and not args.listen:
+        # Set before Ray is imported, this makes an embedded Ray bind its node services (GCS, raylet,
+        # workers, agents) to 127.0.0.1: Ray uses the machine's outward address as the node IP unless it
+        # believes it runs alone (as on macOS).
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
     from initsweep.runner import load_sweep_data
-    from initsweep.tracking import masked, ui_hint
+    from initsweep.tracking import check_tracking_server, masked, ui_hint
     from initsweep.tuning import connect, run_sweep
 
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    check_listen(args.listen, args.address)
+    check_tracking_server(tracking_uri)  # in seconds, before any training (MLflow would retry for minutes)
     storage = Path(args.storage_path).expanduser().absolute()
     existing = next(p for p in [storage, *storage.parents] if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):  # checked, not created: nothing left behind
@@ -143,7 +169,14 @@ def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     data = load_sweep_data(sweep)  # before Ray starts: a missing dataset fails in a second
     start = time.perf_counter()
-    dashboard = connect(args.address, args.verbose)
+    if args.listen:
+        print(
+            f"warning: --listen {args.listen}: Ray's dashboard, its Jobs API (which runs any code it is sent) "
+            "and its node services accept connections from other machines; Ray's token authentication is "
+            "on (the token is in ~/.ray/auth_token)",
+            file=sys.stderr,
+        )
+    dashboard = connect(args.address, args.verbose, args.listen)
     kind = "search" if sweep.search else "grid"
     print(
         f"sweep {sweep.name!r} ({kind}): {sweep.n_trials} trials x {len(sweep.seeds)} seeds on Ray "

@@ -76,21 +76,37 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float) -> bool:
     return False
 
 
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 (SQLite backend, served artifacts under `root`), which a test
+    can stop and start again on the same port and store."""
+
+    def __init__(self, root: Path, port: int | None = None):
+        self.root, self.port = root, port or free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> MlflowServer:
+        mlflow_bin = Path(sys.executable).with_name("mlflow")
+        cmd = [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{self.root}/mlflow.db"]
+        cmd += ["--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1"]
+        cmd += ["--port", str(self.port)]
+        with open(self.root / "server.log", "a") as log:
+            self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+        if not wait_for_http(f"{self.uri}/health", self.process, timeout=90):
+            self.stop()
+            raise RuntimeError(f"mlflow server did not start: {(self.root / 'server.log').read_text()[-2000:]}")
+        return self
+
+    def stop(self) -> None:
+        """Kill the server and its workers at once (as a crash or a lost network would)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, 9)
+            self.process.wait(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on a free 127.0.0.1 port (SQLite backend, served artifacts); yields its URI."""
-
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    cmd = [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db"]
-    cmd += ["--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port)]
-    with open(root / "server.log", "w") as log:
-        server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
-    uri = f"http://127.0.0.1:{port}"
-    if not wait_for_http(f"{uri}/health", server, timeout=90):
-        server.kill()
-        raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-    yield uri
-    server.terminate()
-    server.wait(timeout=30)
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
+    yield server.uri
+    server.stop()

@@ -39,6 +39,10 @@ CASES = [
     (["BROKEN"], "BROKEN: not valid YAML at line 3"),
     (["--storage-path", "FILE/sub"], "--storage-path FILE/sub: cannot create or write this folder"),
     (["--address", "127.0.0.1:1"], "--address 127.0.0.1:1: no Ray cluster answers there"),
+    (["--tracking-uri", "http://bob:pw@127.0.0.1:1"], "--tracking-uri http://bob:***@127.0.0.1:1: no MLflow tracking"),
+    (["--listen", "everywhere"], "--listen everywhere: not an IP address"),
+    (["--listen", "0.0.0.0", "--address", "127.0.0.1:1"], "--listen 0.0.0.0: applies to the embedded Ray only"),
+    (["NO_DATA"], "fashion_mnist: no data files in NOWHERE"),
 ]
 
 
@@ -46,17 +50,21 @@ CASES = [
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, args, message):
     (tmp_path / "broken.yaml").write_text("name: x\nseeds: [1, 2\n")
     (tmp_path / "file.txt").write_text("a file, not a folder")
+    env = {}
+    if args == ["NO_DATA"]:  # no dataset files anywhere (an empty cache outside tmp_path, no source folder)
+        env = {"INITSWEEP_DATA": f"{tmp_path}-cache", "INITSWEEP_DATA_SOURCE": f"{tmp_path}-nowhere"}
+        args, message = [], message.replace("NOWHERE", f"{tmp_path}-nowhere")
     args = [
         str(tmp_path / "broken.yaml") if a == "BROKEN" else a.replace("FILE", str(tmp_path / "file.txt")) for a in args
     ]
     message = message.replace("FILE", str(tmp_path / "file.txt")).replace("BROKEN", str(tmp_path / "broken.yaml"))
-    if args[0].startswith("--"):
+    if not args or args[0].startswith("--"):
         args = [SEED, *args]
     storage = tmp_path / "storage"
     if "--storage-path" not in args:
         args += ["--storage-path", str(storage)]
     before = sorted(p.name for p in tmp_path.iterdir())
-    proc = run_cli(*args, cwd=tmp_path, timeout=120)
+    proc = run_cli(*args, cwd=tmp_path, timeout=30, env=env)  # 30 s: an unreachable server fails fast too
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: {message}"), proc.stderr
     assert proc.stdout == ""

@@ -29,7 +29,7 @@ def test_per_epoch_metrics_and_k_step_losses(small_data):
     result = run_trial(
         trial(seeds=[0, 1], train={"epochs": 2, "log_every": 5, "val_train_mode": True}),
         small_data,
-        on_epoch=lambda epoch, seeds: seen.append((epoch, [dict(s.epochs[-1]) for s in seeds])),
+        on_epoch=lambda epoch, seeds, _: seen.append((epoch, [dict(s.epochs[-1]) for s in seeds])),
     )
     assert [e for e, _ in seen] == [1, 2] and all(len(m) == 2 for _, m in seen)
     for i, s in enumerate(result.seeds):
@@ -53,6 +53,30 @@ def test_a_seed_does_not_depend_on_its_trial_mates(small_data):
     grouped = run_trial(trial(seeds=[1, 2, 3], train={"epochs": 1, "val_train_mode": True}), small_data).seeds
     assert as_tuple(alone) == as_tuple(grouped[2])
     assert as_tuple(grouped[0]) != as_tuple(grouped[1])  # other seeds, other results
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"seeds": [0, 1], "train": {"epochs": 3, "val_train_mode": True}},  # packed MLP seeds
+        {"model": {"name": "cnn", "channels": [4], "hidden": 16}, "seeds": [0, 1], "train": {"epochs": 3}},
+    ],
+    ids=["packed-mlp", "cnn"],
+)
+def test_resuming_from_a_snapshot_gives_the_uninterrupted_metrics(small_data, tmp_path, changes):
+    cfg = trial(**changes)
+    straight = run_trial(cfg, small_data)
+    saved = []
+    run_trial(cfg, small_data, on_epoch=lambda epoch, seeds, snapshot: saved.append(snapshot()) if epoch == 1 else 0)
+    torch.save(saved[0], tmp_path / "state.pt")  # as a Tune checkpoint holds it
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    seen = []
+    resumed = run_trial(cfg, small_data, resume=state, on_epoch=lambda epoch, seeds, _: seen.append(epoch))
+    assert seen == [2, 3]  # epoch 1 is not trained again
+    assert [as_tuple(s) for s in resumed.seeds] == [as_tuple(s) for s in straight.seeds]
+    final = []
+    run_trial(cfg, small_data, on_epoch=lambda epoch, seeds, snapshot: final.append(snapshot()))
+    assert run_trial(cfg, small_data, resume=final[-1]).seeds[0].test_accuracy == straight.seeds[0].test_accuracy
 
 
 def test_seed_streams_are_distinct_and_stable():

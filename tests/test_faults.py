@@ -1,0 +1,288 @@
+"""Faults injected for real: killed drivers, failing trials, diverging trials, an MLflow server that goes
+away, two sweeps on one SQLite store. Each test runs real Ray, Optuna and MLflow (issue 6)."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import ipaddress
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+from conftest import ROOT, MlflowServer, mlflow_runs
+from mlflow import MlflowClient
+from ray.cluster_utils import Cluster
+from test_sweep import assert_complete
+
+pytestmark = pytest.mark.slow
+
+SEARCH = [
+    str(ROOT / "sweeps" / "search_bounds.yaml"),
+    *("--set", "search.n_trials=6", "--set", "data.limit=1500", "--set", "seeds=[0,1]"),
+]
+
+
+class Driver:
+    """`sweeps/run.py` in its own session, its output collected by a thread while the test watches."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict | None = None):
+        clean = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "sweeps" / "run.py"), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=cwd,
+            env=clean | (env or {}),
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
+        self.reader.start()
+
+    def progress(self) -> list[str]:
+        return [line for line in list(self.lines) if line.startswith("[")]
+
+    def kill_when(self, condition, timeout: float = 300) -> None:
+        """SIGKILL the driver (only it) as soon as `condition()` holds, then end what it left running."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.proc.poll() is None, "".join(self.lines)[-12000:]
+            assert time.monotonic() < deadline, "".join(self.lines)[-12000:]
+            time.sleep(0.1)
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        time.sleep(1)
+        with contextlib.suppress(ProcessLookupError):  # a dead machine takes its Ray processes with it
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.reader.join(timeout=10)
+
+    def finish(self, timeout: float = 600) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self.reader.join(timeout=10)
+        return code
+
+
+def study_of(tune_dir: Path, name: str) -> optuna.Study:
+    """A search sweep's Optuna study, from the journal in its Tune folder."""
+    sweep_id = json.loads((tune_dir / "initsweep-sweep.json").read_text())["sweep_id"]
+    backend = optuna.storages.journal.JournalFileBackend(str(tune_dir / "optuna-journal.log"))
+    return optuna.load_study(study_name=f"{name}-{sweep_id}", storage=optuna.storages.JournalStorage(backend))
+
+
+def trial_of(line: str) -> str:
+    return line.split("(trial ")[1].split(")")[0]
+
+
+def test_driver_killed_at_three_points_resumes_to_one_complete_sweep(tmp_path):
+    args = [*SEARCH, "--storage-path", str(tmp_path / "ray")]
+    tune_dir = lambda: next((tmp_path / "ray").glob("search_bounds-*"), None)  # noqa: E731
+
+    # 1. mid-trial: a first epoch checkpointed, no trial finished yet
+    first = Driver(args, tmp_path)
+    first.kill_when(lambda: tune_dir() is not None and any(tune_dir().glob("*/checkpoint_*")))
+    assert not first.progress()
+    # 2. after two trials finished in this run (the second one perhaps not yet written to MLflow)
+    second = Driver(args, tmp_path)
+    second.kill_when(lambda: len(second.progress()) >= 2)
+    # 3. as the last trial finishes: the final MLflow writes and the report are under way
+    third = Driver(args, tmp_path)
+    third.kill_when(lambda: any(line.startswith("[6/6]") for line in third.progress()))
+    last = Driver(args, tmp_path)
+    assert last.finish() == 0, "".join(last.lines)[-3000:]
+    output = "".join(last.lines)
+    assert "resuming sweep" in output and "6/6 trials done (0 failed)" in output
+
+    # No finished trial trained again: a trial that finished in one run shows up in a later run's
+    # progress only as resumed from its final checkpoint (nothing trained).
+    finished: set[str] = set()
+    for run in (second, third, last):
+        for line in run.progress():
+            if trial_of(line) in finished:
+                assert "nothing trained" in line, line
+            finished.add(trial_of(line))
+    assert len(finished) == 6
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    runs = mlflow_runs(uri, "search_bounds")
+    assert_complete(runs, n_trials=6, n_seeds=2)  # none RUNNING, none duplicated
+    study = study_of(tune_dir(), "search_bounds")
+    states = Counter(t.state.name for t in study.trials)
+    assert states["COMPLETE"] == 6 and states["RUNNING"] == 0, states
+
+
+def test_failing_and_diverging_trials_are_results_not_crashes(tmp_path):
+    """xavier_uniform trials raise once (retried from their checkpoint), orthogonal ones on every attempt
+    (ERROR after the retries); large-c uniform_fan_in trials diverge under SGD."""
+    config = tmp_path / "faults.yaml"
+    config.write_text(
+        "name: faults\nseeds: [0, 1]\ndata: {dataset: fashion_mnist, limit: 1000}\n"
+        "train: {epochs: 2, optimizer: sgd, lr: 0.1}\n"
+        "search:\n  n_trials: 6\n  sampler: random\n  seed: 15\n  schemes:\n"
+        "    uniform_fan_in: {c: [0.5, 3000.0]}\n    xavier_uniform: {gain: 1.0}\n    orthogonal: {gain: 1.0}\n"
+    )
+    driver = Driver(
+        [str(config), "--storage-path", str(tmp_path / "ray")],
+        tmp_path,
+        env={"INITSWEEP_FAULTS": "xavier_uniform:once,orthogonal:always"},
+    )
+    assert driver.finish() == 0, "".join(driver.lines)[-12000:]
+    output = "".join(driver.lines)
+    runs = mlflow_runs(f"sqlite:///{tmp_path}/mlflow.db", "faults")
+    trials = runs["trial"]
+    assert len(trials) == 6 and all(r.info.status != "RUNNING" for r in runs["sweep"] + trials + runs["seed"])
+    failed = [r for r in trials if r.info.status == "FAILED"]
+    assert failed and {r.data.params["scheme"] for r in failed} == {"orthogonal"}
+    assert f"6/6 trials done ({len(failed)} failed)" in output
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    for run in failed:
+        assert "orthogonal(gain=1) fails on every attempt" in run.data.tags["error"]
+        error_txt = client.download_artifacts(run.info.run_id, "error.txt", str(tmp_path))
+        assert "InjectedFault" in Path(error_txt).read_text()
+
+    # Retried once from its first epoch's checkpoint: one FINISHED run with both epochs.
+    retried = [r for r in trials if r.data.params["scheme"] == "xavier_uniform"]
+    assert retried and all(r.info.status == "FINISHED" for r in retried)
+    for run in retried:
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
+    tune_dir = next((tmp_path / "ray").glob("faults-*"))
+    for folder in tune_dir.glob("train_trial_*xavier_uniform*"):
+        rows = [json.loads(line) for line in (folder / "result.json").read_text().splitlines()]
+        assert [(r["epoch"], r["restored_epoch"]) for r in rows] == [(1, 0), (2, 1)]
+
+    # Divergence: recorded with its step, a finite penalty for Optuna, never the best.
+    diverged = [r for r in trials if r.data.tags["diverged"] == "true"]
+    assert diverged and all(float(r.data.params["c"]) > 100 for r in diverged)
+    for run in diverged:
+        seeds = [s for s in runs["seed"] if s.data.tags["mlflow.parentRunId"] == run.info.run_id]
+        lost = [s for s in seeds if s.data.tags["diverged"] == "true"]
+        assert lost and all(int(s.data.tags["diverged_step"]) >= 1 for s in lost)
+        assert all(s.data.metrics["val_accuracy"] == 0.0 and s.data.metrics["val_loss"] == 1e9 for s in lost)
+    study = study_of(tune_dir, "faults")
+    assert Counter(t.state.name for t in study.trials) == {"COMPLETE": 6 - len(failed), "FAIL": len(failed)}
+    assert all(math.isfinite(t.value) for t in study.trials if t.state.name == "COMPLETE")
+    healthy = {
+        r.info.run_name: r.data.metrics["val_accuracy"]
+        for r in trials
+        if r.info.status == "FINISHED" and r.data.tags["diverged"] == "false"
+    }
+    top = max(healthy, key=healthy.get)
+    assert next(line for line in driver.lines if line.startswith("best: ")).startswith(f"best: {top} ")
+    assert study.best_value == pytest.approx(healthy[top])  # Optuna's best is a trial that trained
+
+    report = next((tmp_path / "reports").glob("faults-*"))
+    first_row = next(csv.DictReader((report / "results.csv").open()))
+    assert first_row["diverged"] == "0"
+    md = (report / "report.md").read_text()
+    assert "## Failed trials" in md and md.count("orthogonal(gain=1) fails on every attempt") == len(failed)
+
+
+def test_mlflow_server_away_for_30_s_mid_sweep_loses_nothing(tmp_path):
+    server = MlflowServer(tmp_path).start()
+    try:
+        smoke = str(ROOT / "sweeps" / "smoke.yaml")
+        driver = Driver([smoke, "--tracking-uri", server.uri, "--storage-path", str(tmp_path / "ray")], tmp_path)
+        deadline = time.monotonic() + 300
+        while not driver.progress():  # the first trial finished; the driver is about to write it
+            assert driver.proc.poll() is None and time.monotonic() < deadline, "".join(driver.lines)[-12000:]
+            time.sleep(0.05)
+        server.stop()
+        time.sleep(30)
+        assert driver.proc.poll() is None  # waiting for the server, not failed
+        server.start()
+        assert driver.finish() == 0, "".join(driver.lines)[-12000:]
+        runs = mlflow_runs(server.uri, "smoke")
+        assert_complete(runs, n_trials=3, n_seeds=2)
+        client = MlflowClient(server.uri)
+        for run in runs["seed"]:  # every metric arrived
+            assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 1
+            assert len(client.get_metric_history(run.info.run_id, "minibatch_loss")) == 1
+        assert [a.path for a in client.list_artifacts(runs["sweep"][0].info.run_id)] == ["report", "sweep.yaml"]
+    finally:
+        server.stop()
+
+
+def test_two_sweeps_at_once_on_one_sqlite_store_listening_on_loopback_only(tmp_path):
+    smoke = str(ROOT / "sweeps" / "smoke.yaml")
+    storage = ("--storage-path", str(tmp_path / "ray"))
+    first = Driver([smoke, *storage], tmp_path)
+    second = Driver([smoke, "--set", "seeds=[2,3]", *storage], tmp_path)  # the same experiment, another sweep
+
+    # While both run: every socket their processes (Ray's included) listen on is a loopback address.
+    listening = set()
+    deadline = time.monotonic() + 120
+    while not (first.progress() and second.progress()) and time.monotonic() < deadline:
+        for driver in (first, second):
+            with contextlib.suppress(psutil.Error):
+                procs = [psutil.Process(driver.proc.pid), *psutil.Process(driver.proc.pid).children(recursive=True)]
+                pids = {p.pid: p.name() for p in procs}
+                listening |= {
+                    (c.laddr.ip, pids[c.pid])
+                    for c in psutil.net_connections("inet")
+                    if c.status == psutil.CONN_LISTEN and c.pid in pids
+                }
+        time.sleep(1)
+    names = {name for _, name in listening}
+    assert {"gcs_server", "raylet"} <= names, listening  # Ray was running and was seen
+    assert all(ipaddress.ip_address(ip.removeprefix("::ffff:")).is_loopback for ip, _ in listening), listening
+
+    assert first.finish() == 0, "".join(first.lines)[-12000:]
+    assert second.finish() == 0, "".join(second.lines)[-12000:]
+    assert "database is locked" not in "".join(first.lines + second.lines)
+    runs = mlflow_runs(f"sqlite:///{tmp_path}/mlflow.db", "smoke")
+    assert len(runs["sweep"]) == 2 and all(r.info.status == "FINISHED" for r in runs["sweep"])
+    for sweep in runs["sweep"]:
+        sweep_id = sweep.data.tags["sweep_id"]
+        mine = {k: [r for r in v if r.data.tags["sweep_id"] == sweep_id] for k, v in runs.items()}
+        assert_complete(mine, n_trials=3, n_seeds=2)
+
+
+def test_a_worker_node_dies_mid_trial_and_the_trial_resumes_from_its_checkpoint(mlflow_server, tmp_path):
+    """A head that runs no trials and two one-CPU workers; one worker is killed while both train."""
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    try:
+        args = [str(ROOT / "sweeps" / "smoke.yaml"), "--address", cluster.address, "--tracking-uri", mlflow_server]
+        args += ["--storage-path", str(tmp_path / "ray"), "--set", "name=node_loss", "--set", "train.epochs=4"]
+        args += ["--set", "data.limit=6000", "--set", "resources.reuse_actors=false"]
+        driver = Driver(args, tmp_path)
+        tune_dir = lambda: next((tmp_path / "ray").glob("node_loss-*"), None)  # noqa: E731
+        # Both workers hold a trial that has checkpointed its first epoch and has three to go.
+        deadline = time.monotonic() + 300
+        while tune_dir() is None or len(list(tune_dir().glob("*/checkpoint_*"))) < 2:
+            assert driver.proc.poll() is None and time.monotonic() < deadline, "".join(driver.lines)[-12000:]
+            time.sleep(0.05)
+        lost = workers[0]
+        cluster.remove_node(lost, allow_graceful=False)
+        assert driver.finish() == 0, "".join(driver.lines)[-12000:]
+    finally:
+        cluster.shutdown()
+
+    runs = mlflow_runs(mlflow_server, "node_loss")
+    assert_complete(runs, n_trials=3, n_seeds=2)  # one FINISHED run per trial and per seed
+    client = MlflowClient(mlflow_server)
+    for trial in runs["trial"]:
+        assert trial.data.tags["node_id"] != lost.node_id  # every trial finished on a live node
+        assert [m.step for m in client.get_metric_history(trial.info.run_id, "val_accuracy")] == [1, 2, 3, 4]
+    resumed = []
+    for folder in tune_dir().glob("train_trial_*"):
+        rows = [json.loads(line) for line in (folder / "result.json").read_text().splitlines()]
+        epochs = [r["epoch"] for r in rows]
+        assert epochs == sorted(set(epochs)) and epochs[-1] == 4  # no epoch reported twice
+        if any(r["restored_epoch"] > 0 for r in rows):
+            resumed.append(rows)
+    assert resumed  # the lost node's trial went on from its checkpoint, not from scratch
+    for rows in resumed:
+        assert rows[0]["node_id"] == lost.node_id and rows[-1]["node_id"] != lost.node_id
