@@ -5,6 +5,8 @@
 (D) the FLOP bound: FLOPs per model at this machine's measured matmul rate (2048x2048 fp32)
 (E) the default seed-table sweep through `sweeps/run.py` (Ray start included) against the engine's
     in-process time for the same 45 models; peak resident memory of the whole sweep (all processes).
+(F) the per-epoch checkpoint a Ray trial writes (snapshot + torch.save of 5 packed seeds) against the
+    epoch's training time.
 Every figure is a ratio against a baseline measured in the same run. Prints a table, writes JSON.
 """
 
@@ -75,6 +77,25 @@ def engine(seeds: list[int], data, epochs: int) -> float:
     start = time.perf_counter()
     run_trial(cfg, data)
     return time.perf_counter() - start
+
+
+def checkpoint_cost(data, epochs: int) -> dict[str, float]:
+    """(F) What a Ray trial adds each epoch for resuming: a snapshot of the training state, saved."""
+    cfg = TrialConfig.model_validate({"seeds": list(range(5)), "scheme": "uniform_fan_in", "train": {"epochs": epochs}})
+    saves, size = [], 0
+
+    def save(epoch, seeds, snapshot) -> None:
+        nonlocal size
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(snapshot(), Path(folder) / "state.pt")
+            size = (Path(folder) / "state.pt").stat().st_size
+        saves.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    run_trial(cfg, data, on_epoch=save)
+    epoch_s = (time.perf_counter() - start - sum(saves)) / epochs
+    return {"epoch_s": epoch_s, "checkpoint_s": sum(saves) / len(saves), "checkpoint_mb": size / 2**20}
 
 
 def matmul_gflops() -> float:
@@ -191,8 +212,14 @@ def main() -> int:
     ratio = e["sweep_s"] / e["engine_s"]
     rss = e["sweep_peak_rss_gb"]
     print(f"\nsweep wall / engine in-process: {ratio:.2f}x; sweep peak RSS (all processes): {rss:.2f} GB")
+    f = checkpoint_cost(data, epochs)
+    print(
+        f"checkpoint per epoch (5 seeds, {f['checkpoint_mb']:.1f} MB): {f['checkpoint_s']:.3f} s, "
+        f"{f['checkpoint_s'] / f['epoch_s']:.1%} of the epoch's {f['epoch_s']:.1f} s"
+    )
     print(f"matmul peak: {gflops:.0f} GFLOP/s; FLOPs per model: {flops_per_model(epochs) / 1e9:.0f} GFLOP")
     out = {"epochs": epochs, "rows": rows, "sweep_over_engine": ratio, "sweep_peak_rss_gb": e["sweep_peak_rss_gb"]}
+    out["checkpoint"] = f | {"of_epoch": f["checkpoint_s"] / f["epoch_s"]}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.json}")

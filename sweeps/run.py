@@ -156,6 +156,13 @@ def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
 
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
     check_listen(args.listen, args.address)
+    if args.listen:
+        print(
+            f"warning: --listen {args.listen}: Ray's dashboard, its Jobs API (which runs any code it is sent) "
+            "and its node services accept connections from other machines; Ray's token authentication is "
+            "on (the token is in ~/.ray/auth_token)",
+            file=sys.stderr,
+        )
     check_tracking_server(tracking_uri)  # in seconds, before any training (MLflow would retry for minutes)
     storage = Path(args.storage_path).expanduser().absolute()
     existing = next(p for p in [storage, *storage.parents] if p.exists())
@@ -169,13 +176,6 @@ def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     data = load_sweep_data(sweep)  # before Ray starts: a missing dataset fails in a second
     start = time.perf_counter()
-    if args.listen:
-        print(
-            f"warning: --listen {args.listen}: Ray's dashboard, its Jobs API (which runs any code it is sent) "
-            "and its node services accept connections from other machines; Ray's token authentication is "
-            "on (the token is in ~/.ray/auth_token)",
-            file=sys.stderr,
-        )
     dashboard = connect(args.address, args.verbose, args.listen)
     kind = "search" if sweep.search else "grid"
     print(

@@ -1,11 +1,18 @@
-"""Bad input, table-driven, through the real CLI: one line on stderr naming the key or value, exit code 2,
-and nothing left behind (no MLflow store, no Optuna journal, no Tune folder)."""
+"""Bad input, table-driven, through the CLI's `main`: one line on stderr naming the key or value, exit
+code 2, and nothing left behind (no MLflow store, no Optuna journal, no Tune folder).
+
+`main` runs in this process (a fresh interpreter per case would cost 5 s of imports each); the same
+path through a real `python sweeps/run.py` process is checked in test_sweep.py."""
 
 from __future__ import annotations
 
-import pytest
-from conftest import ROOT, run_cli
+import importlib.util
+import os
 
+import pytest
+from conftest import ROOT
+
+from initsweep.data import load_raw
 from initsweep.tracking import masked
 
 SEED = str(ROOT / "sweeps" / "seed_table.yaml")
@@ -46,13 +53,25 @@ CASES = [
 ]
 
 
+def cli_main():
+    spec = importlib.util.spec_from_file_location("initsweep_run_cli", ROOT / "sweeps" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
 @pytest.mark.parametrize("args,message", CASES, ids=[m.split(":")[0] for _, m in CASES])
-def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, args, message):
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, monkeypatch, capsys, args, message):
     (tmp_path / "broken.yaml").write_text("name: x\nseeds: [1, 2\n")
     (tmp_path / "file.txt").write_text("a file, not a folder")
-    env = {}
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # what the CLI sets stays in this test
+    for name in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
     if args == ["NO_DATA"]:  # no dataset files anywhere (an empty cache outside tmp_path, no source folder)
-        env = {"INITSWEEP_DATA": f"{tmp_path}-cache", "INITSWEEP_DATA_SOURCE": f"{tmp_path}-nowhere"}
+        monkeypatch.setenv("INITSWEEP_DATA", f"{tmp_path}-cache")
+        monkeypatch.setenv("INITSWEEP_DATA_SOURCE", f"{tmp_path}-nowhere")
+        load_raw.cache_clear()
         args, message = [], message.replace("NOWHERE", f"{tmp_path}-nowhere")
     args = [
         str(tmp_path / "broken.yaml") if a == "BROKEN" else a.replace("FILE", str(tmp_path / "file.txt")) for a in args
@@ -64,10 +83,14 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, args, message
     if "--storage-path" not in args:
         args += ["--storage-path", str(storage)]
     before = sorted(p.name for p in tmp_path.iterdir())
-    proc = run_cli(*args, cwd=tmp_path, timeout=30, env=env)  # 30 s: an unreachable server fails fast too
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: {message}"), proc.stderr
-    assert proc.stdout == ""
+    try:
+        code = cli_main()(args)
+    finally:
+        load_raw.cache_clear()
+    out, err = capsys.readouterr()
+    assert code == 2, err[-2000:]
+    assert err.count("\n") == 1 and err.startswith(f"error: {message}"), err
+    assert out == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no mlflow.db, mlruns, storage, journal
 
 
@@ -75,3 +98,15 @@ def test_credentials_in_a_tracking_uri_are_masked():
     assert masked("https://alice:s3cret@mlflow.example.com:5000/") == "https://alice:***@mlflow.example.com:5000/"
     assert masked("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
     assert masked("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+
+
+def test_listening_beyond_loopback_warns_what_is_exposed(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(os, "environ", os.environ.copy())
+    monkeypatch.chdir(tmp_path)
+    # The warning comes first, before anything starts; here an unreachable tracking server then stops it.
+    code = cli_main()([SEED, "--listen", "0.0.0.0", "--tracking-uri", "http://127.0.0.1:1"])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 2
+    assert err[0].startswith("warning: --listen 0.0.0.0: Ray's dashboard, its Jobs API (which runs any code")
+    assert "token authentication is on" in err[0]
+    assert err[1].startswith("error: --tracking-uri http://127.0.0.1:1: no MLflow tracking server answers")

@@ -93,6 +93,9 @@ def test_cluster_yaml_passes_rays_schema():
     setup = "\n".join(config["setup_commands"])
     assert "dataset-fashion-mnist" in setup and "pip install -q -e ~/initsweep" in setup
     assert all("--dashboard-host=127.0.0.1" in c for c in config["head_start_ray_commands"] if "--head" in c)
+    starts = [c for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"] if "ray start" in c]
+    assert len(starts) == 2 and all(c.startswith("RAY_AUTH_MODE=token ray start") for c in starts)
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"  # every node gets the token
 
 
 def test_cluster_yaml_comments_every_key():

@@ -14,6 +14,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -220,10 +222,21 @@ def test_two_sweeps_at_once_on_one_sqlite_store_listening_on_loopback_only(tmp_p
     second = Driver([smoke, "--set", "seeds=[2,3]", *storage], tmp_path)  # the same experiment, another sweep
 
     # While both run: every socket their processes (Ray's included) listen on is a loopback address.
-    listening = set()
+    listening, refused = set(), {}
     deadline = time.monotonic() + 120
     while not (first.progress() and second.progress()) and time.monotonic() < deadline:
         for driver in (first, second):
+            # The Jobs API (it runs any code it is sent) turns away a request without Ray's token.
+            dashboard = next((line for line in list(driver.lines) if "dashboard " in line), None)
+            if dashboard and driver not in refused:
+                url = "http://" + dashboard.split("dashboard ")[1].split(")")[0] + "/api/jobs/"
+                try:
+                    urllib.request.urlopen(url, timeout=10)
+                    refused[driver] = 200
+                except urllib.error.HTTPError as err:
+                    refused[driver] = err.code
+                except urllib.error.URLError:
+                    pass  # not up yet
             with contextlib.suppress(psutil.Error):
                 procs = [psutil.Process(driver.proc.pid), *psutil.Process(driver.proc.pid).children(recursive=True)]
                 pids = {p.pid: p.name() for p in procs}
@@ -236,6 +249,7 @@ def test_two_sweeps_at_once_on_one_sqlite_store_listening_on_loopback_only(tmp_p
     names = {name for _, name in listening}
     assert {"gcs_server", "raylet"} <= names, listening  # Ray was running and was seen
     assert all(ipaddress.ip_address(ip.removeprefix("::ffff:")).is_loopback for ip, _ in listening), listening
+    assert set(refused.values()) <= {401, 403} and len(refused) == 2, refused  # token auth is on
 
     assert first.finish() == 0, "".join(first.lines)[-12000:]
     assert second.finish() == 0, "".join(second.lines)[-12000:]

@@ -76,3 +76,44 @@ def test_grid_rows_round_trip():
     sweep = parse_config({"name": "g", "seeds": [0], "schemes": [{"scheme": "uniform", "low": -0.5, "high": 0.5}]})
     row = sweep.schemes[0]
     assert row_from_params({"row": row.model_dump()}) == row
+
+
+def test_a_searcher_restored_from_older_state_still_closes_each_optuna_trial_once(tmp_path):
+    """A killed driver can leave Tune's searcher state older than its trial states and the study: the
+    restored searcher meets a trial it never suggested, or one the dead driver already told Optuna."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from initsweep.tuning import ResumableOptunaSearch
+
+    cfg = search(uniform_fan_in={"c": [0.5, 2.0]})
+    backend = optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log"))
+
+    def searcher(kind=ResumableOptunaSearch):
+        return kind(
+            space=OptunaSpace(cfg),
+            metric="objective",
+            mode="max",
+            sampler=make_sampler(cfg),
+            study_name="s",
+            storage=optuna.storages.JournalStorage(backend),
+        )
+
+    live = searcher()
+    live.save(str(tmp_path / "older.pkl"))  # the state a killed driver left behind ...
+    first, second = live.suggest("t1"), live.suggest("t2")  # ... before it suggested these two
+    live.on_trial_complete("t2", {"objective": 70.0, "config": second})  # and told Optuna about t2
+
+    stock = searcher(OptunaSearch)
+    stock.restore(str(tmp_path / "older.pkl"))
+    with pytest.raises(KeyError):
+        stock.on_trial_complete("t1", {"objective": 60.0, "config": first})
+
+    restored = searcher()
+    restored.restore(str(tmp_path / "older.pkl"))
+    restored.on_trial_result("t1", {"objective": 55.0, "training_iteration": 1, "config": first})
+    restored.on_trial_complete("t1", {"objective": 60.0, "config": first})
+    restored.on_trial_result("t2", {"objective": 70.0, "training_iteration": 1, "config": second})
+    restored.on_trial_complete("t2", {"objective": 70.0, "config": second})
+    study = optuna.load_study(study_name="s", storage=optuna.storages.JournalStorage(backend))
+    assert [(t.state.name, t.value) for t in study.trials] == [("COMPLETE", 60.0), ("COMPLETE", 70.0)]
+    assert study.trials[0].intermediate_values == {1: 55.0}
