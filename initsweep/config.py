@@ -36,12 +36,13 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Attribute docstrings become field descriptions: the README's config reference is generated from them.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class DataConfig(_Strict):
     dataset: str = "fashion_mnist"
-    """A name from `initsweep.data.DATASETS`."""
+    """A name from the dataset registry (`initsweep.data.DATASETS`)."""
     limit: int | None = Field(default=None, gt=0)
     """Use a class-balanced subset of this many train-set images (before the split); None: all."""
     val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
@@ -71,11 +72,15 @@ class DataConfig(_Strict):
 
 class TrainConfig(_Strict):
     optimizer: Literal["adam", "sgd"] = "adam"
+    """Adam or SGD, both fused (one pass over the weights per step)."""
     lr: float = Field(default=1e-3, gt=0.0, allow_inf_nan=False)
+    """Learning rate, > 0."""
     momentum: float = Field(default=0.0, ge=0.0, lt=1.0)
     """SGD momentum (ignored by Adam)."""
     batch_size: int = Field(default=100, gt=0)
+    """Images per optimizer step."""
     epochs: int = Field(default=2, gt=0)
+    """Passes over the train split; validation after each."""
     log_every: int = Field(default=10, gt=0)
     """Record the training loss every this many steps, for loss curves."""
     val_train_mode: bool = False
@@ -99,6 +104,7 @@ class SchemeRow(_Strict):
     """One init scheme and its parameters. In YAML a flat mapping: `{scheme: uniform, low: -0.5, high: 0.5}`."""
 
     scheme: str
+    """A name from the scheme registry."""
     params: dict[str, int | float | str] = {}
     """Every parameter of the scheme, defaults filled in."""
     label: str | None = None
@@ -167,6 +173,7 @@ class ObjectiveConfig(_Strict):
     metric: Literal["val_accuracy", "val_loss", "train_loss", "last_batch_loss", "val_accuracy_train_mode"] = (
         "val_accuracy"
     )
+    """The epoch metric whose mean over seeds ranks trials, drives the search and ASHA."""
     mode: Literal["max", "min"] | None = None
     """Default: max for accuracies, min for losses."""
 
@@ -196,6 +203,7 @@ class SchedulerConfig(_Strict):
     grace_period: int = Field(default=1, gt=0)
     """Epochs every trial runs before ASHA may stop it."""
     reduction_factor: float = Field(default=2.0, gt=1.0)
+    """ASHA keeps the best 1/factor of the trials at each rung."""
 
     @model_validator(mode="before")
     @classmethod
@@ -210,7 +218,9 @@ class SearchConfig(_Strict):
     """Scheme -> {param: [low, high] | [choices] | null (registry range) | value (fixed)}; an empty
     mapping searches every parameter that has a registry range."""
     n_trials: int = Field(gt=0)
+    """How many configs Optuna draws (each trained on every seed)."""
     sampler: Literal["tpe", "random", "qmc"] = "tpe"
+    """TPE (multivariate, grouped by scheme), random, or quasi-random (QMC)."""
     seed: int = 0
     """The sampler's seed (which configs are tried); not a replicate seed."""
     storage: str | None = None
@@ -248,6 +258,7 @@ class ReportConfig(_Strict):
     level: float = Field(default=0.95, gt=0.0, lt=1.0)
     """Confidence level of the intervals."""
     reference: ReferenceConfig | None = None
+    """Published numbers to set beside ours, each marked inside or outside our interval."""
 
 
 class TrialConfig(_Shared):
@@ -260,7 +271,8 @@ class SweepConfig(_Shared):
     name: str = Field(min_length=1)
     """The sweep's name (the MLflow experiment)."""
     schemes: list[SchemeRow] | None = Field(default=None, min_length=1)
-    """The grid: each row is one trial config, trained on all seeds."""
+    """The grid: rows `{scheme: NAME, PARAM: VALUE, ..., label: NAME}` (label optional), each one trial
+    config trained on all seeds."""
     search: SearchConfig | None = None
     """Or an Optuna search: `n_trials` configs drawn from these schemes' parameter ranges."""
     objective: ObjectiveConfig = ObjectiveConfig()

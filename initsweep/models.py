@@ -29,7 +29,7 @@ Activation = Literal["relu", "tanh", "gelu", "selu", "identity"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class MLPConfig(_Strict):
@@ -39,6 +39,7 @@ class MLPConfig(_Strict):
     hidden: list[int] = Field(default=[256, 128], min_length=1)
     """Width of each hidden layer, input side first."""
     activation: Activation = "relu"
+    """The nonlinearity after each hidden layer."""
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
     """Dropout probability after each hidden activation; 0 leaves dropout out."""
 
@@ -52,7 +53,9 @@ class CNNConfig(_Strict):
     hidden: int = Field(default=128, gt=0)
     """Width of the dense layer before the classifier."""
     activation: Activation = "relu"
+    """The nonlinearity after each conv block and the dense layer."""
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    """Dropout probability after the dense layer's activation; 0 leaves dropout out."""
 
 
 def _activation_dropout(activation: str, dropout: float) -> list[nn.Module]:

@@ -47,6 +47,10 @@ __all__ = [
 
 EPOCH_METRICS = ("train_loss", "last_batch_loss", "val_loss", "val_accuracy", "val_accuracy_train_mode")
 
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TAG = (EXPERIMENT_KIND, "custom_model_development")
+"""Tells the MLflow UI the experiment holds training runs: it opens on the runs table, not GenAI traces."""
+
 MAX_BATCH = 900  # MLflow takes at most 1000 metrics per log_batch
 
 
@@ -96,10 +100,10 @@ def check_tracking_server(uri: str, timeout: float = 10.0) -> None:
 
 def ui_hint(uri: str, experiment_id: str, run_id: str) -> str:
     """How to see a run: the command that opens the MLflow UI on the store, and the page to open."""
-    page = f"#/experiments/{experiment_id}/runs/{run_id}"
+    page = f"#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
     if urlparse(uri).scheme in ("http", "https"):
         return f"open {masked(uri).rstrip('/')}/{page}"
-    return f"mlflow ui --backend-store-uri '{uri}' --host 127.0.0.1 --port 5000, then open http://127.0.0.1:5000/{page}"
+    return f"python sweeps/ui.py --tracking-uri '{uri}', then open http://127.0.0.1:5000/{page}"
 
 
 def _code_version() -> str:
@@ -162,12 +166,16 @@ class Tracker:
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
+            if EXPERIMENT_KIND not in exp.tags:
+                self.client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND_TAG)
             return exp.experiment_id
         location = None
         if self.tracking_uri.startswith("sqlite:///"):  # artifacts beside the database, not in ./mlruns
             location = (Path(self.tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
         try:
-            return self.client.create_experiment(self.sweep.name, artifact_location=location)
+            return self.client.create_experiment(
+                self.sweep.name, artifact_location=location, tags=dict([EXPERIMENT_KIND_TAG])
+            )
         except MlflowException as err:  # another sweep (on a tracking server) created it a moment ago
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise

@@ -493,10 +493,18 @@ class ResumableOptunaSearch(OptunaSearch):
             self._completed_trials.add(trial_id)
 
 
+def optuna_location(sweep: SweepConfig, exp_dir: Path) -> str:
+    """The study's storage as `optuna-dashboard` takes it: the config's URL, or the journal file's path."""
+    if sweep.search and sweep.search.storage:
+        return sweep.search.storage
+    return str(exp_dir / "optuna-journal.log")
+
+
 def optuna_storage(sweep: SweepConfig, exp_dir: Path) -> optuna.storages.BaseStorage:
     """The config's storage URL, or a journal file in the sweep's Tune folder (resumes with it)."""
+    location = optuna_location(sweep, exp_dir)
     if sweep.search and sweep.search.storage:
-        return optuna.storages.get_storage(sweep.search.storage)
+        return optuna.storages.get_storage(location)
     from optuna.storages.journal import JournalFileBackend
 
-    return optuna.storages.JournalStorage(JournalFileBackend(str(exp_dir / "optuna-journal.log")))
+    return optuna.storages.JournalStorage(JournalFileBackend(location))

@@ -27,6 +27,12 @@ if [ ! -f "$DATA_DIR/train-images-idx3-ubyte.gz" ] && command -v apt-get >/dev/n
   apt_install dataset-fashion-mnist
 fi
 
+# Headless Chromium and its driver, for the MLflow UI browser test: only when the command runs pytest.
+if [[ " $* " == *" pytest "* ]] && ! command -v chromedriver >/dev/null && command -v apt-get >/dev/null; then
+  echo "setup: installing chromium and chromium-driver (the browser test)"
+  apt_install chromium chromium-driver
+fi
+
 # The virtualenv, reinstalled only when pyproject.toml changes.
 [ -x "$VENV/bin/python" ] || { echo "setup: creating $VENV"; python3 -m venv "$VENV"; }
 stamp="$VENV/.initsweep-installed"

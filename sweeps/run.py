@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   python sweeps/run.py                                   # the founding seed table: 9 schemes x 5 seeds
   python sweeps/run.py sweeps/search_bounds.yaml         # Optuna searches bounds and gains
   python sweeps/run.py sweeps/smoke.yaml --no-ray        # seconds, in this process, no Ray, no MLflow
+  python sweeps/run.py sweeps/search_bounds.yaml --dry-run   # what would run, without running it
   python sweeps/run.py --set train.epochs=1 --set data.limit=6000
   ray job submit --working-dir . -- python sweeps/run.py sweeps/seed_table.yaml --tracking-uri http://HEAD:5000
 """
@@ -51,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--tracking-uri",
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's "
-        "own default, ./mlflow.db, so a plain `mlflow ui` here shows the runs)",
+        "own default, ./mlflow.db, so `python sweeps/ui.py` here shows the runs)",
     )
     p.add_argument(
         "--address",
@@ -81,6 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="train the grid's trials in this process one after another (debug: no Ray, no MLflow)",
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the trials the config would run (resolved params) and their resources, then exit",
+    )
     p.add_argument("--device", default=None, help="--no-ray only: torch device (default: cuda if present)")
     p.add_argument("--verbose", action="store_true", help="show Ray's logs and Tune's progress tables")
     return p.parse_args(argv)
@@ -90,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         sweep = load_config(args.config, args.overrides)
+        if args.dry_run:
+            from initsweep.plan import describe
+
+            print(describe(sweep))
+            return 0
         if args.no_ray:
             return run_in_process(sweep, args.device, args.report_dir)
         return run_with_ray(sweep, args)
@@ -152,7 +163,7 @@ def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
 
     from initsweep.runner import load_sweep_data
     from initsweep.tracking import check_tracking_server, masked, ui_hint
-    from initsweep.tuning import connect, run_sweep
+    from initsweep.tuning import connect, optuna_location, run_sweep
 
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
     check_listen(args.listen, args.address)
@@ -209,6 +220,11 @@ def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
         f"store {masked(tracking_uri)}"
     )
     print(f"  UI: {ui_hint(tracking_uri, outcome.experiment_id, outcome.parent_run_id)}")
+    if sweep.search is not None:
+        print(
+            f"Optuna: study {sweep.name}-{outcome.sweep_id}; dashboard: "
+            f"optuna-dashboard '{optuna_location(sweep, outcome.experiment_dir)}' (http://127.0.0.1:8080)"
+        )
     if outcome.report:
         print(
             f"report: {outcome.report.folder / 'report.md'} (and report.html, results.csv, plots/; "

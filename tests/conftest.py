@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -28,6 +29,20 @@ def _two_threads():
 
 
 ROOT = Path(__file__).parents[1]
+TEST_OUTPUT = ROOT / "test-output"
+"""Where the browser tests keep their screenshots; the ones this run saved are listed at its end."""
+_session_start = time.time()
+
+
+def pytest_sessionstart(session):
+    global _session_start
+    _session_start = time.time()
+
+
+def pytest_terminal_summary(terminalreporter):
+    for path in sorted(TEST_OUTPUT.glob("*.png")):
+        if path.stat().st_mtime >= _session_start:
+            terminalreporter.write_line(f"screenshot: {path}")
 
 
 def run_cli(*args: str, cwd, timeout: float = 600, env: dict | None = None):
@@ -41,6 +56,14 @@ def run_cli(*args: str, cwd, timeout: float = 600, env: dict | None = None):
         cwd=cwd,
         env=clean | (env or {}),
     )
+
+
+def cli_main():
+    """`sweeps/run.py`'s `main(argv) -> exit code`, to call in this process (no 5 s interpreter start)."""
+    spec = importlib.util.spec_from_file_location("initsweep_run_cli", ROOT / "sweeps" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
 
 
 def mlflow_runs(uri: str, experiment: str) -> dict[str, list]:

@@ -6,11 +6,10 @@ path through a real `python sweeps/run.py` process is checked in test_sweep.py."
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, cli_main
 
 from initsweep.data import load_raw
 from initsweep.tracking import masked
@@ -51,13 +50,6 @@ CASES = [
     (["--listen", "0.0.0.0", "--address", "127.0.0.1:1"], "--listen 0.0.0.0: applies to the embedded Ray only"),
     (["NO_DATA"], "fashion_mnist: no data files in NOWHERE"),
 ]
-
-
-def cli_main():
-    spec = importlib.util.spec_from_file_location("initsweep_run_cli", ROOT / "sweeps" / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 @pytest.mark.parametrize("args,message", CASES, ids=[m.split(":")[0] for _, m in CASES])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 from initsweep.config import SweepConfig
@@ -35,3 +36,13 @@ def test_readme_gives_the_two_setup_commands_that_ci_runs():
     assert "scripts/setup.sh python sweeps/run.py" in README
     assert "scripts/setup.sh python -m pytest" in README
     assert "scripts/setup.sh python -m pytest" in (Path(__file__).parents[1] / ".ci" / "run").read_text()
+
+
+def test_readme_generated_tables_match_the_config_model_and_the_registry():
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    import readme_tables
+
+    assert readme_tables.main(["--check"]) == 0, "run: python scripts/readme_tables.py"
+    keys = [row[0] for row in readme_tables.config_rows()]
+    assert {"seeds", "train.lr", "resources.max_failures", "model.hidden (mlp)", "report.reference.values"} <= set(keys)
+    assert all(row[3] for row in readme_tables.config_rows()), "every config key needs a docstring"

@@ -223,7 +223,7 @@ def test_two_sweeps_at_once_on_one_sqlite_store_listening_on_loopback_only(tmp_p
 
     # While both run: every socket their processes (Ray's included) listen on is a loopback address.
     listening, refused = set(), {}
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while not (first.progress() and second.progress()) and time.monotonic() < deadline:
         for driver in (first, second):
             # The Jobs API (it runs any code it is sent) turns away a request without Ray's token.

@@ -54,3 +54,23 @@ def test_bad_input_exits_2_with_one_line(args, message):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(message), proc.stderr
     assert proc.stdout == ""
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from conftest import cli_main
+
+    monkeypatch.chdir(tmp_path)
+    main = cli_main()
+    assert main([str(ROOT / "sweeps" / "seed_table.yaml"), "--dry-run", "--set", "resources.max_concurrent=2"]) == 0
+    grid = capsys.readouterr().out
+    assert "sweep 'seed_table' (grid): 9 trials x 5 seeds [0, 1, 2, 3, 4] = 45 trained models" in grid
+    assert "48,000 train / 12,000 validation images" in grid
+    assert "1 CPU and 0 GPU per trial, at most 2 at once" in grid
+    assert "8  xavier_uniform (ReLU gain)    xavier_uniform   gain=1.41421" in grid  # the resolved gain
+    assert "9  kaiming_uniform (ReLU)        kaiming_uniform  a=0, mode=fan_in, nonlinearity=relu" in grid
+
+    assert main([str(ROOT / "sweeps" / "search_bounds.yaml"), "--dry-run", "--set", "search.n_trials=7"]) == 0
+    search = capsys.readouterr().out
+    assert "(search): 7 trials x 3 seeds" in search and "Optuna (tpe, seed 0) draws 7 trials from:" in search
+    assert "  uniform_fan_in: c in [0.1, 10] (log scale)" in search
+    assert list(tmp_path.iterdir()) == []  # no MLflow store, no Tune folder, no report

@@ -8,10 +8,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections import Counter
+from pathlib import Path
 
 import optuna
-from conftest import ROOT, mlflow_runs, run_cli
+from conftest import ROOT, free_port, mlflow_runs, run_cli, wait_for_http
 from mlflow import MlflowClient
 
 
@@ -39,7 +41,7 @@ def test_grid_sweep_records_every_trial_and_seed_and_resumes_idempotently(tmp_pa
     assert [line.split("]")[0] for line in out.splitlines() if line.startswith("[")] == ["[1/3", "[2/3", "[3/3"]
     assert "ETA" in out and "best " in out
     assert "val acc % (95% CI)" in out and "3/3 trials done (0 failed)" in out
-    assert "mlflow ui --backend-store-uri 'sqlite:///" in out
+    assert "UI: python sweeps/ui.py --tracking-uri 'sqlite:///" in out
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"  # MLflow's own default, in the working directory
     runs = mlflow_runs(uri, "smoke")
@@ -137,6 +139,21 @@ def test_search_sweep_conditional_params_and_optuna_study(tmp_path):
     assert Counter(t.state.name for t in study.trials) == {"COMPLETE": 5}
     objectives = sorted(round(t.value, 6) for t in study.trials)
     assert objectives == sorted(round(r.data.metrics["val_accuracy"], 6) for r in runs["trial"])
+
+    # The documented dashboard command serves the study from our storage.
+    journal = str(tune_dir / "optuna-journal.log")
+    assert f"optuna-dashboard '{journal}'" in proc.stdout
+    port = free_port()
+    dashboard_bin = str(Path(sys.executable).with_name("optuna-dashboard"))
+    dashboard = subprocess.Popen([dashboard_bin, journal, "--port", str(port), "--quiet"], stderr=subprocess.PIPE)
+    try:
+        assert wait_for_http(f"http://127.0.0.1:{port}/api/studies", dashboard, timeout=60), dashboard.stderr.read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=10) as reply:
+            served = json.loads(reply.read())["study_summaries"]
+        assert [(s["study_name"], s["is_preferential"]) for s in served] == [(f"search_bounds-{sweep_id}", False)]
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
 
 
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):

@@ -1,0 +1,103 @@
+"""Open a sweep store in the MLflow UI: `python sweeps/ui.py [--tracking-uri URI] [--port 5000]`.
+
+Starts `mlflow server` on 127.0.0.1 against the store `sweeps/run.py` wrote (default: ./mlflow.db, with
+the artifacts beside it in ./mlruns), prints the URL, and stops it on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from initsweep.tracking import masked
+
+ML_VIEW = "workflowType=machine_learning"
+"""The UI's model-training view (runs, params, metrics); MLflow 3 opens on its GenAI view otherwise."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Serve an initsweep MLflow store in the MLflow UI (Ctrl-C stops it).")
+    p.add_argument("--tracking-uri", help="the store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    p.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s; anything else exposes every run to the network)",
+    )
+    p.add_argument("--experiment", help="open this experiment (a sweep's name)")
+    return p.parse_args(argv)
+
+
+def server_command(uri: str, host: str, port: int) -> list[str]:
+    """`mlflow server` on the store, its new artifacts beside an SQLite file (as `sweeps/run.py` puts them)."""
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    if uri.startswith("sqlite:///"):
+        cmd += ["--artifacts-destination", str(Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns")]
+    return cmd
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import mlflow
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        print(f"{masked(uri)} is already a tracking server: open it in a browser")
+        return 0
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        print(f"error: --host {args.host}: not an IP address", file=sys.stderr)
+        return 2
+    if not loopback:
+        exposed = f"every run and artifact in {masked(uri)} is readable from the network"
+        print(f"warning: --host {args.host}: {exposed}", file=sys.stderr)
+    base = f"http://{args.host}:{args.port}"
+    server = subprocess.Popen(server_command(uri, args.host, args.port), start_new_session=True)
+    try:
+        if not _wait_for(f"{base}/health", server):
+            print(f"error: --port {args.port}: mlflow server did not start (is the port in use?)", file=sys.stderr)
+            return 1
+        page = f"{base}/#/experiments"
+        if args.experiment:
+            exp = mlflow.MlflowClient(uri).get_experiment_by_name(args.experiment)
+            page += f"/{exp.experiment_id}" if exp else ""
+        page += f"?{ML_VIEW}"
+        print(f"MLflow UI: {page}  (store {masked(uri)}; Ctrl-C stops it)", flush=True)
+        server.wait()
+        return server.returncode
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+        print("MLflow UI stopped", flush=True)
+
+
+def _wait_for(url: str, server: subprocess.Popen, timeout: float = 120) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return True
+        except OSError:
+            time.sleep(0.3)
+    return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
