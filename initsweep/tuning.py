@@ -260,7 +260,9 @@ def connect(address: str | None, verbose: bool = False, listen: str | None = Non
         else:
             if listen not in (None, "0.0.0.0"):
                 kwargs["_node_ip_address"] = listen
-            context = ray.init(dashboard_host=listen or "127.0.0.1", include_dashboard=True, **kwargs)
+            # "local": a new Ray of our own, even where another one runs on this machine (`ray start`, or
+            # a second sweep): without it ray.init() would join that one.
+            context = ray.init(address="local", dashboard_host=listen or "127.0.0.1", include_dashboard=True, **kwargs)
         return context.dashboard_url or None
     except (ConnectionError, RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

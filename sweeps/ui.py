@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         exposed = f"every run and artifact in {masked(uri)} is readable from the network"
         print(f"warning: --host {args.host}: {exposed}", file=sys.stderr)
     base = f"http://{args.host}:{args.port}"
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a plain `kill` stops the server too
     server = subprocess.Popen(server_command(uri, args.host, args.port), start_new_session=True)
     try:
         if not _wait_for(f"{base}/health", server):

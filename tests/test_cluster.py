@@ -49,6 +49,12 @@ def test_trials_land_on_both_nodes_and_local_stores_are_refused(two_nodes, mlflo
     assert local.stderr.startswith(f"error: --tracking-uri sqlite:///{tmp_path}/mlflow.db: a multi-node cluster needs")
     assert local.stderr.count("\n") == 1
 
+    # Without --address the sweep starts a Ray of its own, even with this cluster running on the machine
+    # (a plain ray.init() would join it, and then refuse the SQLite store as above).
+    embedded = run_cli(smoke, "--storage-path", str(tmp_path / "ray"), "--set", "seeds=[7]", cwd=tmp_path)
+    assert embedded.returncode == 0, embedded.stderr[-3000:]
+    assert "on Ray (embedded" in embedded.stdout and "3/3 trials done (0 failed)" in embedded.stdout
+
 
 def test_ray_job_submit_runs_a_smoke_sweep(tmp_path):
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
