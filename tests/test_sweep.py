@@ -160,7 +160,8 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     args = [
         sys.executable,
         str(ROOT / "sweeps" / "run.py"),
-        *("--set", "data.limit=3000", "--set", "seeds=[0,1]", "--storage-path", str(tmp_path / "ray")),
+        *("--set", "data.limit=1500", "--set", "train.epochs=1", "--set", "seeds=[0,1]"),
+        *("--storage-path", str(tmp_path / "ray")),
     ]
     first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     finished_first = []
@@ -178,7 +179,9 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     assert all(r.info.status == "FINISHED" for r in interrupted["trial"] + interrupted["seed"])
 
     second = run_cli(
-        "--set", "data.limit=3000", "--set", "seeds=[0,1]", "--storage-path", str(tmp_path / "ray"), cwd=tmp_path
+        *("--set", "data.limit=1500", "--set", "train.epochs=1", "--set", "seeds=[0,1]"),
+        *("--storage-path", str(tmp_path / "ray")),
+        cwd=tmp_path,
     )
     assert second.returncode == 0, second.stderr[-3000:]
     finished_second = [
