@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 __all__ = ["ACTIVATIONS", "MODELS", "CNNConfig", "MLPConfig", "ModelSpec", "build_model"]
@@ -38,10 +38,23 @@ class MLPConfig(_Strict):
     name: Literal["mlp"] = "mlp"
     hidden: list[int] = Field(default=[256, 128], min_length=1)
     """Width of each hidden layer, input side first."""
+    depth: int | None = Field(default=None, gt=0)
+    """Or this many hidden layers, each `width` units wide (for depth studies); sets `hidden`."""
+    width: int = Field(default=256, gt=0)
+    """The width of each hidden layer when `depth` is given (ignored without it)."""
     activation: Activation = "relu"
     """The nonlinearity after each hidden layer."""
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
     """Dropout probability after each hidden activation; 0 leaves dropout out."""
+
+    @model_validator(mode="after")
+    def _depth_sets_hidden(self) -> MLPConfig:
+        if self.depth is None:  # width alone changes nothing: hidden lists the widths
+            return self
+        if "hidden" in self.model_fields_set and self.hidden != [self.width] * self.depth:
+            raise ValueError("depth: give depth and width, or hidden, not both")
+        object.__setattr__(self, "hidden", [self.width] * self.depth)
+        return self
 
 
 class CNNConfig(_Strict):

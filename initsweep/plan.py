@@ -23,6 +23,15 @@ def _range(r: Range | float | int | str) -> str:
     return f"in [{_value(r.low)}, {_value(r.high)}] ({kind})"
 
 
+def _model(model) -> str:
+    """The network in a few words: `mlp 16 x 256 relu, dropout 0`."""
+    if model.name == "mlp":
+        hidden = model.hidden
+        shape = f"{len(hidden)} x {hidden[0]}" if len(set(hidden)) == 1 and len(hidden) > 2 else str(hidden)
+        return f"mlp {shape} {model.activation}, dropout {model.dropout:g}"
+    return f"{model.name} {model.activation}, dropout {model.dropout:g}"
+
+
 def describe(sweep: SweepConfig) -> str:
     """A plain-text plan: what trains, on what, with which resources."""
     d, t, r = sweep.data, sweep.train, sweep.resources
@@ -32,7 +41,7 @@ def describe(sweep: SweepConfig) -> str:
     lines = [
         f"sweep {sweep.name!r} ({kind}): {sweep.n_trials} trials x {len(sweep.seeds)} seeds {sweep.seeds} = "
         f"{sweep.n_trials * len(sweep.seeds)} trained models",
-        f"each: {sweep.model.name} on {d.dataset} ({n - n_val:,} train / {n_val:,} validation images), "
+        f"each: {_model(sweep.model)} on {d.dataset} ({n - n_val:,} train / {n_val:,} validation images), "
         f"{t.optimizer} lr {t.lr:g}, batch {t.batch_size}, {t.epochs} epochs; objective: mean "
         f"{sweep.objective.metric} ({sweep.objective.mode})",
         f"resources: {r.cpus_per_trial:g} CPU and {r.gpus_per_trial:g} GPU per trial, "

@@ -42,3 +42,25 @@ def test_cnn_has_conv_layers_for_schemes_to_initialize():
     convs = [m for m in model if isinstance(m, nn.Conv2d)]
     assert [c.out_channels for c in convs] == [8, 16, 32]
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_mlp_depth_and_width_stack_equal_hidden_layers():
+    deep = MLPConfig(depth=8, width=64, activation="tanh", dropout=0.0)
+    assert deep.hidden == [64] * 8
+    model = build_model(deep, (1, 28, 28), 10)
+    shapes = [tuple(m.weight.shape) for m in model if isinstance(m, nn.Linear)]
+    assert shapes == [(64, 784)] + [(64, 64)] * 7 + [(10, 64)]
+    assert sum(isinstance(m, nn.Tanh) for m in model) == 8
+    assert MLPConfig.model_validate(deep.model_dump()) == deep  # a dumped config (MLflow, Tune) reloads
+
+
+@pytest.mark.parametrize(
+    "raw,problem",
+    [
+        ({"depth": 4, "hidden": [32, 32]}, "give depth and width, or hidden, not both"),
+        ({"depth": 0}, "greater than 0"),
+    ],
+)
+def test_mlp_depth_errors_name_the_key(raw, problem):
+    with pytest.raises(ValueError, match=problem):
+        MLPConfig.model_validate(raw)

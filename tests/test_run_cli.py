@@ -48,7 +48,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, monkeypatch, capsy
     assert main([str(ROOT / "sweeps" / "seed_table.yaml"), "--dry-run", "--set", "resources.max_concurrent=2"]) == 0
     grid = capsys.readouterr().out
     assert "sweep 'seed_table' (grid): 9 trials x 5 seeds [0, 1, 2, 3, 4] = 45 trained models" in grid
-    assert "48,000 train / 12,000 validation images" in grid
+    assert "each: mlp [256, 128] relu, dropout 0.2 on fashion_mnist (48,000 train / 12,000 validation images)" in grid
     assert "1 CPU and 0 GPU per trial, at most 2 at once" in grid
     assert "8  xavier_uniform (ReLU gain)    xavier_uniform   gain=1.41421" in grid  # the resolved gain
     assert "9  kaiming_uniform (ReLU)        kaiming_uniform  a=0, mode=fan_in, nonlinearity=relu" in grid
@@ -57,6 +57,12 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, monkeypatch, capsy
     search = capsys.readouterr().out
     assert "(search): 7 trials x 3 seeds" in search and "Optuna (tpe, seed 0) draws 7 trials from:" in search
     assert "  uniform_fan_in: c in [0.1, 10] (log scale)" in search
+
+    assert (
+        main([str(ROOT / "sweeps" / "smoke.yaml"), "--dry-run", "--set", "model.depth=16", "--set", "model.dropout=0"])
+        == 0
+    )
+    assert "each: mlp 16 x 256 relu, dropout 0 on" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []  # no MLflow store, no Tune folder, no report
 
 

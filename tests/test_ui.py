@@ -110,10 +110,13 @@ def test_the_mlflow_ui_shows_the_sweep_in_headless_chromium(tmp_path, browser):
         screenshot(browser, "mlflow-ui-runs.png")
 
         # The parent run: its description, and the report among its artifacts.
-        browser.get(f"{base}/#/experiments/{exp_id}/runs/{parent}/artifacts")
+        browser.get(f"{base}/#/experiments/{exp_id}/runs/{parent}/artifacts?workflowType=machine_learning")
         shows(browser, "report", "sweep.yaml")
         browser.find_element(By.XPATH, "//*[text()='report']").click()
         shows(browser, "report.html", "report.md", "results.csv")
+        browser.find_element(By.XPATH, "//*[text()='report.html']").click()  # MLflow previews it
+        WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.TAG_NAME, "iframe"))
+        time.sleep(2)  # let the preview paint its images
         screenshot(browser, "mlflow-ui-report.png")
     finally:
         ui.send_signal(signal.SIGINT)  # Ctrl-C
