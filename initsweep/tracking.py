@@ -70,13 +70,17 @@ def is_local_uri(uri: str) -> bool:
     return urlparse(uri).scheme in ("", "file", "sqlite")
 
 
+def _host(parts) -> str:
+    """host[:port] of a parsed URL, without any credentials."""
+    return parts.hostname + (f":{parts.port}" if parts.port else "")
+
+
 def masked(uri: str) -> str:
     """The URI with any password replaced by ***, for printing and logging."""
     parts = urlparse(uri)
     if not parts.password:
         return uri
-    host = parts.hostname + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+    return parts._replace(netloc=f"{parts.username}:***@{_host(parts)}").geturl()
 
 
 def check_tracking_server(uri: str, timeout: float = 10.0) -> None:
@@ -87,8 +91,7 @@ def check_tracking_server(uri: str, timeout: float = 10.0) -> None:
     parts = urlparse(uri)
     if parts.scheme not in ("http", "https"):
         return
-    host = parts.hostname + (f":{parts.port}" if parts.port else "")
-    health = parts._replace(netloc=host, path=parts.path.rstrip("/") + "/health", query="").geturl()
+    health = parts._replace(netloc=_host(parts), path=parts.path.rstrip("/") + "/health", query="").geturl()
     try:
         urllib.request.urlopen(health, timeout=timeout).close()
     except urllib.error.HTTPError:

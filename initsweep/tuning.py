@@ -247,8 +247,8 @@ def connect(address: str | None, verbose: bool = False, listen: str | None = Non
     The embedded Ray's dashboard and Jobs API (which runs whatever code it is sent) listen on 127.0.0.1
     unless `listen` names another address of this machine, or 0.0.0.0 for all of them; its node services
     do too when RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set before Ray was imported (`sweeps/run.py`
-    does). Ray's token authentication stays on either way. `ConfigError` when the
-    cluster cannot be reached."""
+    does). Ray's token authentication stays on either way. `ConfigError` when the cluster cannot be
+    reached."""
     if ray.is_initialized():
         return None
     kwargs: dict[str, Any] = {"logging_level": "INFO" if verbose else "ERROR", "log_to_driver": verbose}
@@ -504,9 +504,8 @@ def optuna_location(sweep: SweepConfig, exp_dir: Path) -> str:
 
 def optuna_storage(sweep: SweepConfig, exp_dir: Path) -> optuna.storages.BaseStorage:
     """The config's storage URL, or a journal file in the sweep's Tune folder (resumes with it)."""
-    location = optuna_location(sweep, exp_dir)
     if sweep.search and sweep.search.storage:
-        return optuna.storages.get_storage(location)
+        return optuna.storages.get_storage(sweep.search.storage)
     from optuna.storages.journal import JournalFileBackend
 
-    return optuna.storages.JournalStorage(JournalFileBackend(location))
+    return optuna.storages.JournalStorage(JournalFileBackend(optuna_location(sweep, exp_dir)))
