@@ -2,12 +2,15 @@
 error out.
 
 A sweep config is the shared settings (`data`, `model`, `train`, `init`), the replicate `seeds`, and the
-`schemes` rows. Each row becomes one `TrialConfig`: one scheme with its parameters, trained on every
-seed. Every error is a `ConfigError` whose message is one line: the dotted key path, then the problem.
+`schemes` rows, optionally crossed with `grid` axes over any shared key (`model.depth: [2, 4, 8]`).
+Each row and axis combination becomes one `TrialConfig`: one scheme with its parameters and settings,
+trained on every seed. Every error is a `ConfigError` whose message is one line: the dotted key path,
+then the problem.
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from initsweep.data import DATASETS
 from initsweep.models import MODELS, CNNConfig, MLPConfig
-from initsweep.schemes import Range, SchemeError, resolve_search, validate_params
+from initsweep.schemes import AUTO, Range, SchemeError, resolve_auto, resolve_search, validate_params
 
 __all__ = [
     "ConfigError",
@@ -261,10 +264,40 @@ class ReportConfig(_Strict):
     """Published numbers to set beside ours, each marked inside or outside our interval."""
 
 
+GRID_SECTIONS = ("data", "model", "train", "init")
+"""The settings a grid axis may vary (seeds are replicates, never an axis)."""
+DERIVED = {"model.depth": "model.hidden", "model.width": "model.hidden"}
+"""Axis -> the setting it derives: an mlp's hidden sizes follow a depth or width axis."""
+
+
 class TrialConfig(_Shared):
-    """Everything one trial needs: a pure function of this gives its metrics."""
+    """Everything one trial needs: a pure function of this gives its metrics.
+
+    A gain or nonlinearity the row gave as "auto" is resolved here for the model's activation, so the
+    trial's params (and MLflow) show the number that ran; its name keeps the row's "auto"."""
 
     scheme: SchemeRow
+    axes: dict[str, Any] = {}
+    """The grid values this trial was made with (dotted key -> value), already applied above."""
+
+    @model_validator(mode="after")
+    def _resolve_auto(self) -> TrialConfig:
+        row = self.scheme
+        if AUTO in row.params.values():
+            resolved = resolve_auto(row.scheme, row.params, self.model.activation)
+            object.__setattr__(self, "scheme", SchemeRow(scheme=row.scheme, params=resolved, label=row.name))
+        return self
+
+    @property
+    def name(self) -> str:
+        """The row's name and the grid values: `kaiming_normal(...) depth=16 activation=relu`."""
+        return " ".join([self.scheme.name, *(f"{_short(k, self.axes)}={v}" for k, v in self.axes.items())])
+
+
+def _short(key: str, axes: dict[str, Any]) -> str:
+    """An axis key's last part (`depth` for `model.depth`), unless two axes share it."""
+    last = key.rsplit(".", 1)[-1]
+    return last if sum(k.rsplit(".", 1)[-1] == last for k in axes) == 1 else key
 
 
 class SweepConfig(_Shared):
@@ -273,6 +306,9 @@ class SweepConfig(_Shared):
     schemes: list[SchemeRow] | None = Field(default=None, min_length=1)
     """The grid: rows `{scheme: NAME, PARAM: VALUE, ..., label: NAME}` (label optional), each one trial
     config trained on all seeds."""
+    grid: dict[str, list[Any]] = {}
+    """Axes crossed with the `schemes` rows: `{model.depth: [2, 4, 8], model.activation: [relu, tanh]}`;
+    any key under data, model, train or init; every combination runs every row."""
     search: SearchConfig | None = None
     """Or an Optuna search: `n_trials` configs drawn from these schemes' parameter ranges."""
     objective: ObjectiveConfig = ObjectiveConfig()
@@ -298,21 +334,61 @@ class SweepConfig(_Shared):
             raise ValueError("objective.metric: val_accuracy_train_mode needs train.val_train_mode: true")
         if self.scheduler.kind == "asha" and self.scheduler.grace_period > self.train.epochs:
             raise ValueError(f"scheduler.grace_period: more than train.epochs ({self.train.epochs})")
+        self._check_grid()
         return self
+
+    def _check_grid(self) -> None:
+        """Every axis names a shared setting and every combination makes valid trials."""
+        if not self.grid:
+            return
+        if self.schemes is None:
+            raise ValueError("grid: crosses `schemes` rows; a search sweep cannot have grid axes")
+        for key, values in self.grid.items():
+            if key.split(".")[0] not in GRID_SECTIONS or "." not in key:
+                raise ValueError(f"grid.{key}: not a setting under {', '.join(GRID_SECTIONS)} (e.g. model.depth)")
+            if not values:
+                raise ValueError(f"grid.{key}: needs at least one value")
+            dup = [v for i, v in enumerate(values) if v in values[:i]]
+            if dup:
+                raise ValueError(f"grid.{key}: {dup[0]!r} appears twice")
+        for axes in self.combinations():
+            for row in self.schemes:
+                try:
+                    self.trial(row, axes)
+                except ConfigError as err:  # a path into something that is not a mapping
+                    raise ValueError(f"grid.{err}") from None
+                except ValidationError as err:
+                    problem = _one_line(err)
+                    key = next((k for k in axes if problem.startswith(f"{k}:")), None)
+                    if key is None:  # a problem of the combination, not of one value
+                        raise ValueError(f"grid: {axes} fails: {problem}") from None
+                    raise ValueError(f"grid.{problem}") from None
+
+    def combinations(self) -> list[dict[str, Any]]:
+        """Every combination of the grid's axes (one empty one without axes), first axis slowest."""
+        return [dict(zip(self.grid, values, strict=True)) for values in itertools.product(*self.grid.values())]
 
     @property
     def n_trials(self) -> int:
-        return len(self.schemes) if self.schemes is not None else self.search.n_trials
+        if self.schemes is None:
+            return self.search.n_trials
+        return len(self.schemes) * len(self.combinations())
 
-    def trial(self, row: SchemeRow) -> TrialConfig:
-        shared = self.model_dump(include=set(_Shared.model_fields))
-        return TrialConfig.model_validate(shared | {"scheme": row.model_dump()})
+    def trial(self, row: SchemeRow, axes: dict[str, Any] | None = None) -> TrialConfig:
+        """The trial config of one row under one combination of grid values."""
+        # Only what the config set: derived fields (an mlp's hidden from its depth) are derived again.
+        shared = self.model_dump(include=set(_Shared.model_fields), exclude_unset=True)
+        for key, value in (axes or {}).items():
+            section, _, derived = DERIVED.get(key, "").partition(".")
+            shared.get(section, {}).pop(derived, None)
+            set_path(shared, key, value)
+        return TrialConfig.model_validate(shared | {"scheme": row.model_dump(), "axes": axes or {}})
 
     def trials(self) -> list[TrialConfig]:
-        """The grid's trial configs (a search draws its own)."""
+        """The grid's trial configs, each row under each combination (a search draws its own)."""
         if self.schemes is None:
             raise ConfigError("search sweeps draw their trials from Optuna; there is no fixed grid")
-        return [self.trial(row) for row in self.schemes]
+        return [self.trial(row, axes) for axes in self.combinations() for row in self.schemes]
 
 
 def _one_line(err: ValidationError) -> str:
@@ -355,7 +431,15 @@ def apply_override(raw: dict, assignment: str) -> None:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         raise ConfigError(f"{key}: cannot read {text!r} as a value") from None
+    set_path(raw, key, value)
+
+
+def set_path(raw: dict, key: str, value: Any) -> None:
+    """Set the dotted `key` (list items by index: `schemes.0.c`) of a raw config in place; under
+    `grid` the rest of the key is one axis name (`grid.model.depth`)."""
     parts = key.split(".")
+    if parts[0] == "grid" and len(parts) > 2:
+        parts = ["grid", ".".join(parts[1:])]
     node: Any = raw
     for i, part in enumerate(parts):
         last = i == len(parts) - 1

@@ -23,8 +23,10 @@ def _range(r: Range | float | int | str) -> str:
     return f"in [{_value(r.low)}, {_value(r.high)}] ({kind})"
 
 
-def _model(model) -> str:
+def _model(model, from_grid: list[str] = ()) -> str:
     """The network in a few words: `mlp 16 x 256 relu, dropout 0`."""
+    if from_grid:
+        return f"{model.name} with {', '.join(from_grid)} from the grid, dropout {model.dropout:g}"
     if model.name == "mlp":
         hidden = model.hidden
         shape = f"{len(hidden)} x {hidden[0]}" if len(set(hidden)) == 1 and len(hidden) > 2 else str(hidden)
@@ -38,10 +40,11 @@ def describe(sweep: SweepConfig) -> str:
     n = d.limit or DATASETS[d.dataset].train_size
     n_val = round(n * d.val_fraction)
     kind = "search" if sweep.search else "grid"
+    model = _model(sweep.model, [k for k in sweep.grid if k.startswith("model.")])
     lines = [
         f"sweep {sweep.name!r} ({kind}): {sweep.n_trials} trials x {len(sweep.seeds)} seeds {sweep.seeds} = "
         f"{sweep.n_trials * len(sweep.seeds)} trained models",
-        f"each: {_model(sweep.model)} on {d.dataset} ({n - n_val:,} train / {n_val:,} validation images), "
+        f"each: {model} on {d.dataset} ({n - n_val:,} train / {n_val:,} validation images), "
         f"{t.optimizer} lr {t.lr:g}, batch {t.batch_size}, {t.epochs} epochs; objective: mean "
         f"{sweep.objective.metric} ({sweep.objective.mode})",
         f"resources: {r.cpus_per_trial:g} CPU and {r.gpus_per_trial:g} GPU per trial, "
@@ -50,11 +53,14 @@ def describe(sweep: SweepConfig) -> str:
         "",
     ]
     if sweep.schemes is not None:
+        if sweep.grid:
+            axes = "; ".join(f"{k} in [{', '.join(_value(v) for v in vs)}]" for k, vs in sweep.grid.items())
+            lines += [f"{len(sweep.schemes)} scheme rows x {len(sweep.combinations())} grid combinations: {axes}", ""]
         rows = [
-            (str(i), row.name, row.scheme, ", ".join(f"{k}={_value(v)}" for k, v in row.params.items()) or "-")
-            for i, row in enumerate(sweep.schemes, 1)
+            (str(i), t.name, t.scheme.scheme, ", ".join(f"{k}={_value(v)}" for k, v in t.scheme.params.items()) or "-")
+            for i, t in enumerate(sweep.trials(), 1)
         ]
-        header = ("#", "trial", "scheme", "params")
+        header = ("#", "trial", "scheme", "params (resolved)")
         widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
         for cells in (header, *rows):
             lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())

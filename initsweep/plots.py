@@ -17,15 +17,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 if TYPE_CHECKING:
+    from initsweep.gridreport import GridPanel
     from initsweep.report import ReportRow, RowSummary
     from initsweep.schemes import Range
 
 __all__ = [
     "accuracy_by_scheme",
+    "grid_heatmap",
     "loss_curves",
     "objective_vs_params",
     "optimization_history",
     "param_importances",
+    "signal_by_layer",
     "signal_propagation",
 ]
 
@@ -33,10 +36,12 @@ ZERO_FLOOR = 1e-12
 """Where a zero lands on a log axis (all-zeros init has exactly zero activations)."""
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, layout: bool = True) -> Path:
+    """Write the PNG; `layout=False` for figures with a shared colorbar (trimmed to their contents instead)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
+    if layout:
+        fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None}, bbox_inches=None if layout else "tight")
     plt.close(fig)
     return path
 
@@ -160,4 +165,57 @@ def param_importances(importances: dict[str, float], path: Path) -> Path:
     ax.barh(names, [importances[n] for n in names], color="tab:green")
     ax.set_xlabel("importance (fANOVA, share of the objective's variance)")
     ax.set_xlim(0, 1)
+    return _save(fig, path)
+
+
+def grid_heatmap(panels: list[GridPanel], metric: str, path: Path) -> Path:
+    """Mean over seeds of `metric`, scheme x the first grid axis, one panel per combination of the others;
+    each cell printed with its value (a failed trial stays blank)."""
+    rows = panels[0].rows
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(1.2 + 0.9 * len(panels[0].columns) * len(panels) + 2.2, 0.5 * len(rows) + 1.6),
+        squeeze=False,
+        sharey=True,
+    )
+    values = [
+        np.array([[p.intervals[r, c].mean if (r, c) in p.intervals else np.nan for c in p.columns] for r in rows])
+        for p in panels
+    ]
+    finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.array([0.0])
+    vmin, vmax = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    for ax, panel, grid in zip(axes[0], panels, values, strict=True):
+        image = ax.imshow(grid, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+        for (i, j), v in np.ndenumerate(grid):
+            if np.isfinite(v):
+                light = v < vmin + 0.6 * (vmax - vmin)
+                ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=8, color="white" if light else "black")
+        ax.set_xticks(range(len(panel.columns)), [str(c) for c in panel.columns])
+        ax.set_xlabel(panel.axis)
+        ax.set_title(panel.title or metric, fontsize=10)
+    axes[0][0].set_yticks(range(len(rows)), rows, fontsize=8)
+    fig.colorbar(image, ax=axes[0].tolist(), label=f"mean {metric}", shrink=0.9)
+    return _save(fig, path, layout=False)
+
+
+def signal_by_layer(panels: list[GridPanel], path: Path) -> Path:
+    """The std of each layer's output at init (log scale) in each scheme's deepest network, one panel per
+    combination of the other axes: where the signal holds, vanishes or explodes with depth."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False, sharey=True)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        colors = _colors(len(panel.rows))
+        for name, color in zip(panel.rows, colors, strict=True):
+            trial = panel.deepest(name)
+            diags = [s.diagnostics for s in trial.seeds if s.diagnostics] if trial else []
+            if not diags:
+                continue
+            stds = np.array([[layer["act_std"] for layer in d] for d in diags]).mean(0)
+            ax.plot(range(1, len(stds) + 1), np.maximum(stds, ZERO_FLOOR), color=color, label=name, lw=1.4)
+        ax.set_yscale("log")
+        ax.set_xlabel("layer (input side first; the last is the classifier)")
+        ax.set_title(panel.title or "all trials", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("std of the layer's output at init (log scale)")
+    axes[0][-1].legend(fontsize=7)
     return _save(fig, path)

@@ -31,6 +31,8 @@ __all__ = [
     "SeedRecord",
     "aggregate",
     "build_report",
+    "ci_cell",
+    "md_table",
     "rows_from_results",
     "summarize",
     "text_table",
@@ -71,13 +73,21 @@ class ReportRow:
     seeds: list[SeedRecord]
     objective: float = math.nan
     """Mean over seeds of the sweep's objective metric."""
+    axes: dict[str, object] = field(default_factory=dict)
+    """The grid values of the trial (dotted key -> value)."""
+    row: str = ""
+    """The config's scheme row it ran (the same under every grid combination); default: `name`."""
+
+    def __post_init__(self) -> None:
+        self.row = self.row or self.name
 
 
 def rows_from_results(results: list[TrialResult], metric: str) -> list[ReportRow]:
     rows = []
     for r in results:
         seeds = [SeedRecord(s.seed, s.final, list(s.step_losses), s.diagnostics, s.diverged) for s in r.seeds]
-        row = ReportRow(r.config.scheme.name, r.config.scheme.scheme, dict(r.config.scheme.params), seeds)
+        c = r.config
+        row = ReportRow(c.name, c.scheme.scheme, dict(c.scheme.params), seeds, axes=dict(c.axes), row=c.scheme.name)
         row.objective = statistics.fmean(s.final[metric] for s in seeds)
         rows.append(row)
     return rows
@@ -103,15 +113,15 @@ def summarize(rows: list[ReportRow], sweep: SweepConfig) -> list[RowSummary]:
         metrics = [m for m in SUMMARY_METRICS if all(m in s.final for s in row.seeds)]
         intervals = {m: mean_ci([s.final[m] for s in row.seeds], level) for m in metrics}
         summaries.append(RowSummary(row, intervals, sum(s.diverged for s in row.seeds)))
-    baseline = _baseline(rows, sweep)
-    for s in summaries:
+    for s in summaries:  # under a grid, against the baseline row with the same grid values
+        baseline = _baseline([r for r in rows if r.axes == s.row.axes], sweep)
         if baseline is not None and s.row is not baseline:
             s.vs_baseline = _paired(s.row, baseline, obj.metric, level)
     ref = sweep.report.reference
     if ref is not None:
         for s in summaries:
             ours = s.intervals.get(ref.metric)
-            for run, value in ref.values.get(s.row.name, {}).items():
+            for run, value in ref.values.get(s.row.row, {}).items():
                 s.reference[run] = (value, ours is not None and ours.contains(value))
     sign = -1 if obj.mode == "max" else 1
     summaries.sort(key=lambda s: (s.diverged > 0, sign * s.intervals[obj.metric].mean))
@@ -121,7 +131,7 @@ def summarize(rows: list[ReportRow], sweep: SweepConfig) -> list[RowSummary]:
 def _baseline(rows: list[ReportRow], sweep: SweepConfig) -> ReportRow | None:
     wanted = sweep.report.baseline
     for row in rows:
-        if (wanted is not None and row.name == wanted) or (wanted is None and row.scheme == "pytorch_default"):
+        if (wanted is not None and row.row == wanted) or (wanted is None and row.scheme == "pytorch_default"):
             return row
     return None
 
@@ -139,7 +149,7 @@ def _fmt(x: float, digits: int = 2) -> str:
     return "-" if x is None or math.isnan(x) else f"{x:.{digits}f}"
 
 
-def _ci_cell(ci: Interval | None) -> str:
+def ci_cell(ci: Interval | None) -> str:
     if ci is None:
         return "-"
     if math.isnan(ci.low):
@@ -164,8 +174,8 @@ def table_rows(summaries: list[RowSummary], sweep: SweepConfig) -> tuple[list[st
     cells = []
     for rank, s in enumerate(summaries, 1):
         i = s.intervals
-        row = [str(rank), s.row.name, str(len(s.row.seeds)), _ci_cell(i.get("val_accuracy"))]
-        row += [_ci_cell(i.get("val_accuracy_train_mode"))] if train_mode else []
+        row = [str(rank), s.row.name, str(len(s.row.seeds)), ci_cell(i.get("val_accuracy"))]
+        row += [ci_cell(i.get("val_accuracy_train_mode"))] if train_mode else []
         row += [
             _fmt(i["test_accuracy"].mean) if "test_accuracy" in i else "-",
             _fmt(i["train_loss"].mean, 4),
@@ -193,7 +203,7 @@ def text_table(summaries: list[RowSummary], sweep: SweepConfig) -> str:
     return "\n".join(lines)
 
 
-def _md_table(header: list[str], cells: list[list[str]]) -> str:
+def md_table(header: list[str], cells: list[list[str]]) -> str:
     esc = [[c.replace("|", "\\|") for c in row] for row in [header, *cells]]
     lines = ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in esc[1:]])
@@ -211,7 +221,7 @@ def reference_section(summaries: list[RowSummary], sweep: SweepConfig) -> str:
     for s in summaries:
         if not s.reference:
             continue
-        row = [s.row.name, _ci_cell(s.intervals.get(ref.metric))]
+        row = [s.row.name, ci_cell(s.intervals.get(ref.metric))]
         for run in runs:
             if run not in s.reference:
                 row.append("")
@@ -224,7 +234,7 @@ def reference_section(summaries: list[RowSummary], sweep: SweepConfig) -> str:
         f"Published numbers ({ref.source or 'reference'}) beside our {pct}% interval of `{ref.metric}`: "
         f"{inside} inside, {outside} outside."
     )
-    return f"## Published numbers\n\n{intro}\n\n{_md_table(header, cells)}\n"
+    return f"## Published numbers\n\n{intro}\n\n{md_table(header, cells)}\n"
 
 
 def boundary_warnings(summaries: list[RowSummary], sweep: SweepConfig, edge: float = 0.05) -> list[str]:
@@ -298,12 +308,24 @@ def build_report(
 ) -> Report:
     """Write report.md, report.html (images inlined), results.csv and plots/*.png into `folder`;
     `failed` lists the trials that ended in an error, as (name, the error's last line)."""
-    from initsweep import plots  # matplotlib: only where a report is drawn, not in every trial process
+    from initsweep import gridreport, plots  # matplotlib: only where a report is drawn, not in every trial
 
     folder.mkdir(parents=True, exist_ok=True)
     summaries = summarize(rows, sweep)
     ranked = [s.row for s in summaries]
     obj = sweep.objective
+    panels = gridreport.grid_panels(rows, sweep)
+    grid_pngs = {}
+    if panels:
+        grid_pngs = {
+            f"Mean {obj.metric} across the grid": plots.grid_heatmap(
+                panels, obj.metric, folder / "plots" / "grid_heatmap.png"
+            ),
+            "Signal propagation at init, deepest network of each scheme": plots.signal_by_layer(
+                panels, folder / "plots" / "signal_by_depth.png"
+            ),
+        }
+    grid_md = gridreport.grid_section(panels, sweep, grid_pngs)
     pngs = {
         "Validation accuracy per scheme": plots.accuracy_by_scheme(
             ranked, summaries, "val_accuracy", folder / "plots" / "val_accuracy.png"
@@ -331,22 +353,23 @@ def build_report(
     with open(folder / "results.csv", "w", newline="") as f:
         csv.writer(f).writerows([header, *cells])
 
-    md = _markdown(sweep, summaries, header, cells, pngs, notes, title_note, failed)
+    md = _markdown(sweep, summaries, header, cells, pngs, notes, title_note, failed, grid_md)
     (folder / "report.md").write_text(md)
     (folder / "report.html").write_text(_html(md, sweep.name, folder))
-    files = [folder / "report.md", folder / "report.html", folder / "results.csv", *pngs.values()]
+    files = [folder / "report.md", folder / "report.html", folder / "results.csv", *grid_pngs.values()]
+    files += pngs.values()
     text = text_table(summaries, sweep)
     if failed:
         text += "\n\nfailed (no result, after their retries):\n" + "\n".join(f"  {n}: {e}" for n, e in failed)
     return Report(folder, files, summaries, text)
 
 
-def _markdown(sweep, summaries, header, cells, pngs, notes, title_note, failed=()) -> str:
+def _markdown(sweep, summaries, header, cells, pngs, notes, title_note, failed=(), grid_md="") -> str:
     obj, pct = sweep.objective, round(sweep.report.level * 100)
     kind = "Optuna search" if sweep.search else "grid"
     best = next((s for s in summaries if not s.diverged), None)
     baseline_row = _baseline([s.row for s in summaries], sweep)
-    baseline = baseline_row.name if baseline_row else None
+    baseline = baseline_row.row if baseline_row else None
     parts = [
         f"# initsweep report: {sweep.name}",
         f"{kind} sweep, {len(summaries)} trials x {len(sweep.seeds)} seeds ({sweep.seeds}); "
@@ -356,18 +379,20 @@ def _markdown(sweep, summaries, header, cells, pngs, notes, title_note, failed=(
         f"Objective: mean `{obj.metric}` over seeds ({obj.mode}). {title_note}".strip(),
     ]
     if best is not None:
-        parts.append(f"**Best:** {best.row.name}, {obj.metric} {_ci_cell(best.intervals[obj.metric])} ({pct}% CI).")
+        parts.append(f"**Best:** {best.row.name}, {obj.metric} {ci_cell(best.intervals[obj.metric])} ({pct}% CI).")
+    if grid_md:
+        parts.append(grid_md.rstrip())
     parts.append(
         f"## Results\n\nMeans over seeds with {pct}% t-intervals. `val acc` is measured in eval mode (the sound "
         "number); `dropout-on` with dropout still active, as the founding notebook did. "
         + (
-            f"Δ is each row minus the baseline ({baseline}), paired by seed (seeds share data order and dropout "
-            "streams), with a paired t-test. "
+            f"Δ is each row minus the baseline ({baseline}{', with the same grid values' if sweep.grid else ''}), "
+            "paired by seed (seeds share data order and dropout streams), with a paired t-test. "
             if baseline
             else ""
         )
         + "Rows with a diverged seed are ranked last.\n\n"
-        + _md_table(header, cells)
+        + md_table(header, cells)
     )
     if failed:
         parts.append(

@@ -3,6 +3,8 @@
 A scheme draws the weights of every `Linear` and `Conv` layer from an explicit `torch.Generator`, so the
 same init seed always gives the same network. Each scheme lists its parameters with a default, the
 domain a value must lie in, and the range a search explores (the `y` of uniform[-y, y], a gain).
+Gains and He init's nonlinearity default to "auto": the value matching the model's activation, as
+`torch.nn.init.calculate_gain` gives it (relu sqrt(2), tanh 5/3), resolved for each trial.
 
 Add a scheme: write its weight rule, add one `Scheme(...)` to `SCHEMES`; the registry-wide tests in
 `tests/test_schemes.py` then check it, and add its expected moments to their table.
@@ -28,6 +30,9 @@ __all__ = [
     "apply_scheme",
     "get_scheme",
     "init_layers",
+    "matching_gain",
+    "matching_nonlinearity",
+    "resolve_auto",
     "resolve_search",
     "validate_params",
 ]
@@ -35,6 +40,8 @@ __all__ = [
 INIT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NONLINEARITIES = ("linear", "relu", "leaky_relu", "tanh", "sigmoid", "selu")
 BIAS_MODES = ("zeros", "constant", "default")
+AUTO = "auto"
+"""A gain or nonlinearity that follows the model's activation (`torch.nn.init.calculate_gain`)."""
 
 
 class SchemeError(ValueError):
@@ -57,8 +64,12 @@ class Param:
     open_low: bool = False
     """True when the domain's low end is excluded (a std or a bound must be > 0)."""
     integer: bool = False
+    auto: bool = False
+    """Also takes "auto": the value that matches the model's activation, resolved per trial."""
 
     def check(self, name: str, value: object) -> float | str:
+        if self.auto and value == AUTO:
+            return AUTO
         if self.choices:
             if value not in self.choices:
                 raise SchemeError(f"{value!r} is not one of {', '.join(self.choices)}", name)
@@ -116,12 +127,12 @@ def _low_below_high(p: Mapping[str, float | str]) -> str | None:
     return None if p["low"] < p["high"] else f"low ({p['low']}) must be below high ({p['high']})"
 
 
-_GAIN = Param(1.0, domain=(0.0, math.inf), open_low=True, search=(0.1, 10.0), log=True)
+_GAIN = Param(AUTO, domain=(0.0, math.inf), open_low=True, search=(0.1, 10.0), log=True, auto=True)
 _FAN_C = Param(1.0, domain=(0.0, math.inf), open_low=True, search=(0.1, 10.0), log=True)
 _KAIMING = {
     "a": Param(0.0, domain=(0.0, math.inf), search=(0.0, 1.0)),
     "mode": Param("fan_in", choices=("fan_in", "fan_out")),
-    "nonlinearity": Param("relu", choices=NONLINEARITIES),
+    "nonlinearity": Param(AUTO, choices=NONLINEARITIES, auto=True),
 }
 
 SCHEMES: dict[str, Scheme] = {
@@ -250,6 +261,36 @@ def validate_params(name: str, params: Mapping[str, object]) -> dict[str, float 
     return full
 
 
+# calculate_gain's name for each model activation; it has no GELU, which is ReLU-like and takes ReLU's.
+_NONLINEARITY_OF = {"relu": "relu", "tanh": "tanh", "selu": "selu", "identity": "linear", "gelu": "relu"}
+
+
+def matching_nonlinearity(activation: str) -> str:
+    """The `calculate_gain` nonlinearity for a model activation (identity -> linear, gelu -> relu)."""
+    try:
+        return _NONLINEARITY_OF[activation]
+    except KeyError:
+        raise SchemeError(f"no matching gain for activation {activation!r}", "activation") from None
+
+
+def matching_gain(activation: str) -> float:
+    """The gain that keeps the signal's scale through `activation`: relu sqrt(2), tanh 5/3, identity 1."""
+    return nn.init.calculate_gain(matching_nonlinearity(activation))
+
+
+def resolve_auto(name: str, params: Mapping[str, object], activation: str | None) -> dict[str, float | int | str]:
+    """The scheme's parameters with every "auto" replaced by the value matching `activation`:
+    a gain by `matching_gain`, a nonlinearity (He init) by `matching_nonlinearity`."""
+    full = validate_params(name, params)
+    auto = [k for k, v in full.items() if v == AUTO]
+    if auto and activation is None:
+        raise SchemeError("'auto' needs the model's activation to resolve", auto[0])
+    scheme = get_scheme(name)
+    for key in auto:
+        full[key] = matching_nonlinearity(activation) if scheme.params[key].choices else matching_gain(activation)
+    return full
+
+
 def init_layers(model: nn.Module) -> list[nn.Module]:
     """The layers whose weights a scheme initializes, in forward-definition order."""
     return [m for m in model.modules() if isinstance(m, INIT_LAYERS)]
@@ -265,15 +306,17 @@ def apply_scheme(
     bias: str = "zeros",
     bias_value: float = 0.0,
     batch: torch.Tensor | None = None,
+    activation: str | None = None,
 ) -> nn.Module:
     """Initialize `model` in place with scheme `name` from `seed`; returns the model.
 
     Every layer is first reset with its own `reset_parameters()` under `seed` (that is the whole of
     `pytorch_default`); then the scheme overwrites each weight, and `bias` sets the biases:
     `zeros` (the seed's choice), `constant` (`bias_value`) or `default` (the layer's own).
-    `lsuv` needs `batch`, a batch of inputs to measure each layer's output variance on.
+    `lsuv` needs `batch`, a batch of inputs to measure each layer's output variance on. A gain or
+    nonlinearity given as "auto" matches `activation`, the model's nonlinearity.
     """
-    full = validate_params(name, params or {})
+    full = resolve_auto(name, params or {}, activation)
     if bias not in BIAS_MODES:
         raise SchemeError(f"{bias!r} is not one of {', '.join(BIAS_MODES)}", "bias")
     layers = init_layers(model)

@@ -1,8 +1,9 @@
 """Search spaces: which trial configs a sweep runs.
 
-A grid sweep runs its `schemes` rows; a search sweep lets Optuna draw `n_trials` rows from a
-define-by-run space built from the scheme registry: a categorical scheme and, conditional on it, that
-scheme's parameters (named `scheme.param`, so each scheme's parameters are their own dimensions).
+A grid sweep runs its `schemes` rows under each combination of its `grid` axes; a search sweep lets
+Optuna draw `n_trials` rows from a define-by-run space built from the scheme registry: a categorical
+scheme and, conditional on it, that scheme's parameters (named `scheme.param`, so each scheme's
+parameters are their own dimensions).
 Seeds are never searched: every trial trains on all of the sweep's seeds.
 """
 
@@ -13,15 +14,22 @@ from typing import Any
 
 import optuna
 
-from initsweep.config import SchemeRow, SearchConfig, SweepConfig
+from initsweep.config import SchemeRow, SearchConfig, SweepConfig, TrialConfig
 from initsweep.schemes import Range
 
-__all__ = ["OptunaSpace", "grid_rows", "make_sampler", "row_from_params"]
+__all__ = ["OptunaSpace", "grid_cells", "make_sampler", "row_from_params", "trial_from_params"]
 
 
-def grid_rows(sweep: SweepConfig) -> list[dict[str, Any]]:
-    """The grid's rows as plain dicts (what each Tune trial's config carries)."""
-    return [row.model_dump() for row in sweep.schemes]
+def grid_cells(sweep: SweepConfig) -> list[dict[str, Any]]:
+    """The grid's trials as plain dicts, `{"row": scheme row, "axes": grid values}`, in `trials()` order
+    (what each Tune trial's config carries under "cell")."""
+    return [{"row": row.model_dump(), "axes": axes} for axes in sweep.combinations() for row in sweep.schemes]
+
+
+def trial_from_params(sweep: SweepConfig, params: dict[str, Any]) -> TrialConfig:
+    """The trial config of a Tune trial's config: a grid cell, or an Optuna draw."""
+    cell = params.get("cell", {})
+    return sweep.trial(row_from_params(params), cell.get("axes"))
 
 
 class OptunaSpace:
@@ -48,9 +56,9 @@ class OptunaSpace:
 
 
 def row_from_params(params: dict[str, Any]) -> SchemeRow:
-    """The scheme row of a Tune trial's config: a grid row (`row`) or Optuna's flat `scheme.param` keys."""
-    if "row" in params:
-        return SchemeRow.model_validate(params["row"])
+    """The scheme row of a Tune trial's config: a grid cell's row or Optuna's flat `scheme.param` keys."""
+    if "cell" in params:
+        return SchemeRow.model_validate(params["cell"]["row"])
     scheme = params["scheme"]
     prefix = f"{scheme}."
     chosen = {k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)}

@@ -120,7 +120,8 @@ def _code_version() -> str:
 
 
 def _flat_params(trial: TrialConfig) -> dict[str, str]:
-    """The params a trial run shows: scheme, its parameters, and the settings a reader compares."""
+    """The params a trial run shows: scheme, its parameters, the settings a reader compares, and each
+    grid axis under its own key (`model.depth`)."""
     params = {"scheme": trial.scheme.scheme, **trial.scheme.params}
     params |= {
         "model": trial.model.name,
@@ -129,6 +130,7 @@ def _flat_params(trial: TrialConfig) -> dict[str, str]:
     params |= trial.train.model_dump()
     params |= {f"data.{k}": v for k, v in trial.data.model_dump().items()}
     params |= {"init.bias": trial.init.bias, "n_seeds": len(trial.seeds)}
+    params |= trial.axes
     return {k: str(v) for k, v in params.items()}
 
 
@@ -257,11 +259,12 @@ class Tracker:
         diverged = sum(s.diverged for s in record.seeds)
         trial_tags = base_tags | {
             "run_kind": "trial",
+            "row": record.trial.scheme.name,  # the config's row, the same under every grid combination
             "mlflow.parentRunId": self.parent_run_id,
             "diverged": str(diverged > 0).lower(),
             "n_diverged": str(diverged),
         }
-        name = record.trial.scheme.name
+        name = record.trial.name
         trial_run = c.create_run(self.experiment_id, tags=trial_tags, run_name=name).info.run_id
         c.log_batch(trial_run, params=params)
         if record.seeds:
@@ -355,7 +358,10 @@ def read_sweep(client: MlflowClient, parent) -> tuple[SweepConfig, list[ReportRo
                 seeds.append(SeedRecord(int(run.data.params["seed"]), final, sorted(losses), diagnostics, diverged))
             if not seeds:
                 continue
-            row = ReportRow(trial.info.run_name, scheme, _typed_params(scheme, trial.data.params), seeds)
+            params = trial.data.params
+            axes = {k: next(v for v in values if str(v) == params[k]) for k, values in sweep.grid.items()}
+            name, row_name = trial.info.run_name, trial.data.tags.get("row", "")
+            row = ReportRow(name, scheme, _typed_params(scheme, params), seeds, axes=axes, row=row_name)
             row.objective = statistics.fmean(s.final[sweep.objective.metric] for s in seeds)
             rows.append(row)
     return sweep, rows

@@ -31,7 +31,7 @@ from initsweep import faults
 from initsweep.config import ConfigError, SweepConfig
 from initsweep.data import Data
 from initsweep.report import Report, ReportRow, aggregate, build_report
-from initsweep.search import OptunaSpace, grid_rows, make_sampler, row_from_params
+from initsweep.search import OptunaSpace, grid_cells, make_sampler, trial_from_params
 from initsweep.tracking import Tracker, TrialRecord, is_local_uri, log_report, read_failures, read_sweep
 from initsweep.train import SeedResult, run_trial
 
@@ -48,11 +48,11 @@ def train_trial(config: dict[str, Any], *, sweep: SweepConfig, data: Data, exp_d
     error) or a resumed sweep goes on after the last epoch it reported instead of starting over.
     """
     torch.set_num_threads(max(1, int(sweep.resources.cpus_per_trial)))
-    trial = sweep.trial(row_from_params(config))
+    trial = trial_from_params(sweep, config)
     use_cuda = sweep.resources.gpus_per_trial > 0 and torch.cuda.is_available()
     node_id = ray.get_runtime_context().get_node_id()
     resume = latest_state(Path(exp_dir) / Path(tune.get_context().get_trial_dir()).name)
-    names = (trial.scheme.name, trial.scheme.scheme)  # for injected faults (tests)
+    names = (trial.name, trial.scheme.name, trial.scheme.scheme)  # for injected faults (tests)
     restored_epoch = resume["epoch"] if resume else 0
     faults.maybe_fail(names, resumed=resume is not None, epoch=None)
 
@@ -138,7 +138,7 @@ class Progress(tune.Callback):
         elapsed = time.monotonic() - self.start
         rate = elapsed / max(1, done - self.done_at_start)
         obj = self.sweep.objective
-        label = row_from_params(trial.config).name
+        label = trial_from_params(self.sweep, trial.config).name
         r = trial.last_result or {}
         if failed or "objective" not in r:
             what = "FAILED" if failed else "stopped before its first epoch"
@@ -151,7 +151,9 @@ class Progress(tune.Callback):
                 what += " (finished before the restart: nothing trained)"
         best = _best(finished, obj.mode)
         best_text = (
-            f"best {row_from_params(best.config).name} {best.last_result['objective']:.4g}" if best else "best -"
+            f"best {trial_from_params(self.sweep, best.config).name} {best.last_result['objective']:.4g}"
+            if best
+            else "best -"
         )
         self.printer(
             f"[{done}/{total}] {label}: {what}  (trial {trial.trial_id}) | {best_text} | "
@@ -220,7 +222,7 @@ def _error_text(trial: Trial) -> str:
 def record_of(sweep: SweepConfig, trial_id: str, config: dict, result: dict | None, error: str | None = None):
     return TrialRecord(
         trial_id=trial_id,
-        trial=sweep.trial(row_from_params(config)),
+        trial=trial_from_params(sweep, config),
         seeds=seeds_of(result),
         error=error,
         node_id=(result or {}).get("node_id"),
@@ -424,7 +426,7 @@ def close_stale_optuna_trials(sweep: SweepConfig, exp_dir: Path, sweep_id: str) 
 
 
 def _param_space(sweep: SweepConfig) -> dict[str, Any]:
-    return {"row": tune.grid_search(grid_rows(sweep))} if sweep.schemes is not None else {}
+    return {"cell": tune.grid_search(grid_cells(sweep))} if sweep.schemes is not None else {}
 
 
 def _tune_config(sweep: SweepConfig, exp_dir: Path, sweep_id: str) -> tune.TuneConfig:

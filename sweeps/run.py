@@ -125,7 +125,7 @@ def run_in_process(sweep: SweepConfig, device: str | None, report_dir: str) -> i
     def progress(i: int, total: int, result) -> None:
         s = aggregate(result.seeds)
         print(
-            f"[{i}/{total}] {result.config.scheme.name}: val acc {s['val_accuracy']:.2f}% "
+            f"[{i}/{total}] {result.config.name}: val acc {s['val_accuracy']:.2f}% "
             f"± {s['val_accuracy_std']:.2f} ({result.seconds:.1f} s)",
             flush=True,
         )
