@@ -211,7 +211,7 @@ def signal_by_layer(panels: list[GridPanel], path: Path) -> Path:
             if not diags:
                 continue
             stds = np.array([[layer["act_std"] for layer in d] for d in diags]).mean(0)
-            ax.plot(range(1, len(stds) + 1), np.maximum(stds, ZERO_FLOOR), color=color, label=name, lw=1.4)
+            ax.plot(range(1, len(stds) + 1), np.where(stds > 0, stds, ZERO_FLOOR), color=color, label=name, lw=1.4)
         ax.set_yscale("log")
         ax.set_xlabel("layer (input side first; the last is the classifier)")
         ax.set_title(panel.title or "all trials", fontsize=10)

@@ -228,6 +228,7 @@ class Tracker:
         }
         if s.search:
             params |= {"sampler": s.search.sampler, "search.seed": s.search.seed}
+        params |= {f"grid.{key}": values for key, values in s.grid.items()}
         self.client.log_batch(self.parent_run_id, params=[Param(k, str(v)) for k, v in params.items()])
         self.client.log_text(
             self.parent_run_id, yaml.safe_dump(s.model_dump(mode="json"), sort_keys=False), "sweep.yaml"

@@ -16,6 +16,7 @@ from initsweep.tracking import masked
 
 SEED = str(ROOT / "sweeps" / "seed_table.yaml")
 SEARCH = str(ROOT / "sweeps" / "search_bounds.yaml")
+DEPTH = str(ROOT / "sweeps" / "depth_study.yaml")
 
 CASES = [
     # (arguments, the start of the error line)
@@ -41,6 +42,10 @@ CASES = [
     (["--set", "scheduler.kind=asha", "--set", "scheduler.grace_period=9"], "scheduler.grace_period: more than"),
     (["--set", "report.baseline=nope"], "report.baseline: no row named 'nope'"),
     (["--set", "train.epochs"], "--set train.epochs: expected KEY=VALUE"),
+    ([DEPTH, "--set", "grid.model.dept=[2]"], "grid.model.dept: unknown key"),
+    ([DEPTH, "--set", "grid.model.depth=[4, 0]"], "grid.model.depth: input should be greater than 0 (got 0)"),
+    ([DEPTH, "--set", "model.name=cnn"], "model.width: unknown key"),
+    ([SEARCH, "--set", "grid.model.depth=[2]"], "grid: crosses `schemes` rows; a search sweep cannot have grid axes"),
     (["missing.yaml"], "missing.yaml: config file not found"),
     (["BROKEN"], "BROKEN: not valid YAML at line 3"),
     (["--storage-path", "FILE/sub"], "--storage-path FILE/sub: cannot create or write this folder"),

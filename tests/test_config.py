@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from initsweep.config import ConfigError, apply_override, load_config, parse_config
 
@@ -46,8 +48,10 @@ def test_every_shipped_config_loads(path):
         assert cfg.n_trials == cfg.search.n_trials and set(cfg.search.space()) == set(cfg.search.schemes)
         return
     trials = cfg.trials()
-    assert len(trials) == len(cfg.schemes) == cfg.n_trials
-    assert all(t.seeds == cfg.seeds and t.train == cfg.train and t.model == cfg.model for t in trials)
+    assert len(trials) == len(cfg.schemes) * len(cfg.combinations()) == cfg.n_trials
+    assert len({t.name for t in trials}) == len(trials)
+    assert all(t.seeds == cfg.seeds and t.train == cfg.train for t in trials)
+    assert all(t.model == cfg.model for t in trials if not t.axes)
 
 
 def test_rows_get_the_schemes_defaults_and_a_readable_name():
@@ -170,3 +174,80 @@ def test_bad_override(assignment, message):
     with pytest.raises(ConfigError) as err:
         apply_override(copy.deepcopy(GOOD), assignment)
     assert str(err.value).startswith(message)
+
+
+STUDY = GOOD | {
+    "model": {"dropout": 0.0},
+    "schemes": [{"scheme": "uniform_fan_in", "c": 1}, "xavier_uniform", "kaiming_normal"],
+    "grid": {"model.depth": [2, 4, 32], "model.activation": ["relu", "tanh"]},
+}
+
+
+def test_grid_crosses_every_row_with_every_combination():
+    cfg = parse_config(STUDY)
+    trials = cfg.trials()
+    assert cfg.n_trials == len(trials) == 3 * 3 * 2
+    combos = [(t.axes["model.depth"], t.axes["model.activation"]) for t in trials]
+    assert combos == [(d, a) for d in (2, 4, 32) for a in ("relu", "tanh") for _ in range(3)]  # first axis slowest
+    for t in trials:
+        assert t.model.hidden == [256] * t.axes["model.depth"] and t.model.activation == t.axes["model.activation"]
+        assert t.model.dropout == 0.0 and t.seeds == cfg.seeds
+    assert trials[0].name == "uniform_fan_in(c=1) depth=2 activation=relu"
+    assert trials[-1].name == "kaiming_normal(a=0, mode=fan_in, nonlinearity=auto) depth=32 activation=tanh"
+
+
+def test_auto_gains_resolve_per_trial_for_its_activation():
+    trials = parse_config(STUDY).trials()
+    xavier = {t.axes["model.activation"]: t.scheme for t in trials if t.scheme.scheme == "xavier_uniform"}
+    assert xavier["relu"].params == {"gain": pytest.approx(2**0.5)}
+    assert xavier["tanh"].params == {"gain": pytest.approx(5 / 3)}
+    assert xavier["tanh"].name == "xavier_uniform(gain=auto)"  # the row's name; the params say what ran
+    kaiming = {t.axes["model.activation"]: t.scheme for t in trials if t.scheme.scheme == "kaiming_normal"}
+    assert kaiming["tanh"].params["nonlinearity"] == "tanh"
+
+
+def test_grid_axes_may_vary_train_and_data_keys_and_keep_the_rest():
+    cfg = parse_config(GOOD | {"grid": {"train.lr": [0.1, 0.01], "data.limit": [2000]}})
+    seen = {(t.train.lr, t.data.limit, t.name.split(" ", 1)[1]) for t in cfg.trials()}
+    assert seen == {(0.1, 2000, "lr=0.1 limit=2000"), (0.01, 2000, "lr=0.01 limit=2000")}
+    assert cfg.n_trials == 2 * len(cfg.schemes)
+    assert all(t.train.optimizer == cfg.train.optimizer for t in cfg.trials())
+
+
+def test_a_dumped_grid_sweep_reloads_to_the_same_trials():
+    """MLflow keeps sweep.yaml (every key, in order); the report is rebuilt from it."""
+    cfg = parse_config(STUDY | {"model": {"depth": 3, "dropout": 0.0}})
+    again = parse_config(yaml.safe_load(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)))
+    assert again.trials() == cfg.trials()
+
+
+def test_set_reaches_a_grid_axis():
+    cfg = load_config(SWEEPS / "depth_study.yaml", ["grid.model.depth=[2, 3]", "grid.model.activation=[tanh]"])
+    assert cfg.grid == {"model.depth": [2, 3], "model.activation": ["tanh"]} and cfg.n_trials == 2 * 6
+
+
+@pytest.mark.parametrize(
+    "grid,message",
+    [
+        ({"model.dept": [2]}, "grid.model.dept: unknown key"),
+        ({"seeds": [[1]]}, "grid.seeds: not a setting under data, model, train, init"),
+        ({"model": [{"depth": 2}]}, "grid.model: not a setting under data, model, train, init"),
+        ({"model.depth": []}, "grid.model.depth: needs at least one value"),
+        ({"model.depth": [2, 2]}, "grid.model.depth: 2 appears twice"),
+        ({"model.depth": [4, 0]}, "grid.model.depth: input should be greater than 0 (got 0)"),
+        ({"model.activation": ["swish"]}, "grid.model.activation: input should be 'relu', 'tanh'"),
+        ({"train.lr": [-1]}, "grid.train.lr: input should be greater than 0 (got -1)"),
+        ({"model.depth": 4}, "grid.model.depth: input should be a valid list (got 4)"),
+    ],
+)
+def test_bad_grid_axes_name_the_axis(grid, message):
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
+        parse_config(STUDY | {"grid": grid})
+
+
+def test_grid_axes_must_fit_the_model_and_the_sweep_kind():
+    with pytest.raises(ConfigError, match=r"^grid\.model\.depth: unknown key"):
+        parse_config(STUDY | {"model": {"name": "cnn"}, "grid": {"model.depth": [2]}})
+    search = {"search": {"schemes": {"orthogonal": {}}, "n_trials": 2}}
+    with pytest.raises(ConfigError, match=r"^grid: crosses `schemes` rows; a search sweep cannot have grid axes"):
+        parse_config({k: v for k, v in STUDY.items() if k != "schemes"} | search)

@@ -136,3 +136,84 @@ def test_search_report_adds_its_plots(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "## Search range" in md and "widen the range" in md
     assert "Δ" not in report.text  # no pytorch_default row: no baseline column
+
+
+STUDY = {
+    "name": "depth",
+    "seeds": [0, 1, 2],
+    "model": {"dropout": 0.0},
+    "schemes": [
+        {"scheme": "kaiming_normal", "label": "he"},
+        {"scheme": "uniform_fan_in", "label": "rule"},
+        {"scheme": "pytorch_default", "label": "default"},
+    ],
+    "grid": {"model.depth": [2, 8, 32], "model.activation": ["relu", "tanh"]},
+}
+
+# (row, depth, activation) -> the seeds' val accuracy; ("rule", 32, "tanh") failed: no row at all.
+STUDY_ACCS = {
+    ("he", 2): [85.0, 85.5, 85.2],
+    ("he", 8): [84.0, 84.5, 84.2],
+    ("he", 32): [60.0, 62.0, 64.0],
+    ("rule", 2): [85.3, 85.8, 85.2],
+    ("rule", 8): [70.0, 71.0, 72.0],
+    ("rule", 32): [10.0, 10.1, 9.9],
+    ("default", 2): [84.0, 84.2, 84.4],
+    ("default", 8): [80.0, 81.0, 82.0],
+    ("default", 32): [10.0, 60.0, 35.0],
+}
+
+
+def study_rows():
+    scheme = {"he": "kaiming_normal", "rule": "uniform_fan_in", "default": "pytorch_default"}
+    rows = []
+    for activation in ("relu", "tanh"):
+        for (name, depth), accs in STUDY_ACCS.items():
+            if (name, depth, activation) == ("rule", 32, "tanh"):
+                continue
+            r = row(f"{name} depth={depth} activation={activation}", scheme[name], accs)
+            r.row, r.axes = name, {"model.depth": depth, "model.activation": activation}
+            for s in r.seeds:  # a deeper net has more layers: its output std falls with depth for "rule"
+                s.diagnostics = [{"layer": str(i), "act_std": 0.5**i, "grad_norm": 1.0} for i in range(depth + 1)]
+            rows.append(r)
+    return rows
+
+
+def _ci(values):
+    mean, se = sum(values) / len(values), stats.sem(values)
+    half = stats.t.ppf(0.975, len(values) - 1) * se
+    return f"{mean:.2f} [{mean - half:.2f}, {mean + half:.2f}]"
+
+
+def test_grid_report_has_a_heatmap_per_activation_and_a_summary_with_intervals(tmp_path):
+    from initsweep.gridreport import grid_panels, summary_lines
+
+    sweep = parse_config(STUDY)
+    panels = grid_panels(study_rows(), sweep)
+    assert [p.title for p in panels] == ["activation=relu", "activation=tanh"]
+    relu, tanh = panels
+    assert relu.columns == [2, 8, 32] and relu.rows == ["he", "rule", "default"]
+    assert ("rule", 32) in relu.cells and ("rule", 32) not in tanh.cells
+    assert len(relu.deepest("he").seeds[0].diagnostics) == 33
+
+    lines = summary_lines(relu, sweep)
+    assert lines[0].startswith(f"Best at each depth: depth 2: rule {_ci(STUDY_ACCS['rule', 2])} (intervals overlap: he")
+    assert f"depth 32: he {_ci(STUDY_ACCS['he', 32])} (intervals overlap: default)" in lines[0]
+    he = _ci(STUDY_ACCS["he", 2]), _ci(STUDY_ACCS["he", 32])
+    assert f"he: trains at every depth: {he[0]} at depth 2, {he[1]} at depth 32." in lines
+    rule = _ci(STUDY_ACCS["rule", 8]), _ci(STUDY_ACCS["rule", 32])
+    assert f"rule: trains up to depth 8 ({rule[0]}); at chance from depth 32 ({rule[1]})." in lines
+    assert f"default: trains up to depth 8 ({_ci(STUDY_ACCS['default', 8])}); seeds disagree at depth 32" in lines[3]
+
+    report = build_report(study_rows(), sweep, tmp_path / "r")
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert md.index("## Across the grid") < md.index("## Results")  # the study's answer first
+    assert f"| rule | {_ci(STUDY_ACCS['rule', 2])} | {rule[0]} | - |" in md  # the failed trial's cell is empty
+    assert "### activation=tanh" in md and "he: trains at every depth" in md
+    for name in ("grid_heatmap.png", "signal_by_depth.png"):
+        image = matplotlib.image.imread(tmp_path / "r" / "plots" / name)
+        assert image.shape[0] > 300 and image.shape[1] > 600, name
+    # Paired comparisons stay within one grid combination: rule at depth 32 (relu) against default there.
+    vs = {s.row.name: s.vs_baseline for s in report.summaries}
+    assert vs["rule depth=32 activation=relu"].difference.mean == pytest.approx(10.0 - 35.0)
+    assert vs["default depth=32 activation=relu"] is None

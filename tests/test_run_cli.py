@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,19 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, monkeypatch, capsy
     assert "1 CPU and 0 GPU per trial, at most 2 at once" in grid
     assert "8  xavier_uniform (ReLU gain)    xavier_uniform   gain=1.41421" in grid  # the resolved gain
     assert "9  kaiming_uniform (ReLU)        kaiming_uniform  a=0, mode=fan_in, nonlinearity=relu" in grid
+
+    assert main([str(ROOT / "sweeps" / "depth_study.yaml"), "--dry-run"]) == 0
+    study = capsys.readouterr().out
+    assert "sweep 'depth_study' (grid): 60 trials x 3 seeds [0, 1, 2] = 180 trained models" in study
+    assert (
+        "6 scheme rows x 10 grid combinations: model.depth in [2, 4, 8, 16, 32]; model.activation in [relu, tanh]"
+        in study
+    )
+    assert re.search(
+        r"\n57 +kaiming_normal\(auto\) depth=32 activation=tanh +kaiming_normal +a=0, mode=fan_in, nonlinearity=tanh",
+        study,
+    )
+    assert re.search(r"\n58 +orthogonal\(gain=auto\) depth=32 activation=tanh +orthogonal +gain=1.66667\n", study)
 
     assert main([str(ROOT / "sweeps" / "search_bounds.yaml"), "--dry-run", "--set", "search.n_trials=7"]) == 0
     search = capsys.readouterr().out

@@ -15,7 +15,15 @@ import torch
 from scipy import stats
 from torch import nn
 
-from initsweep.schemes import SCHEMES, SchemeError, apply_scheme, get_scheme, validate_params
+from initsweep.schemes import (
+    SCHEMES,
+    SchemeError,
+    apply_scheme,
+    get_scheme,
+    matching_gain,
+    resolve_auto,
+    validate_params,
+)
 
 
 def _uniform(lo, hi):
@@ -72,7 +80,7 @@ def _init(layer_kind: str, scheme: str, params: dict, seed: int = 0) -> nn.Modul
     batch = torch.randn(
         64, *((784,) if layer_kind == "linear" else (16, 12, 12)), generator=torch.Generator().manual_seed(1)
     )
-    apply_scheme(nn.Sequential(layer), scheme, params, seed=seed, batch=batch)
+    apply_scheme(nn.Sequential(layer), scheme, params, seed=seed, batch=batch, activation="relu")
     return layer
 
 
@@ -149,7 +157,7 @@ def test_apply_does_not_touch_the_global_rng():
     expected = torch.rand(3)
     torch.manual_seed(0)
     for scheme in SCHEMES:
-        apply_scheme(model, scheme, EXPECTED[scheme][0], seed=5, batch=batch)
+        apply_scheme(model, scheme, EXPECTED[scheme][0], seed=5, batch=batch, activation="relu")
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -197,3 +205,37 @@ def test_registry_entries_are_self_consistent():
             if p.search is not None:  # every search range lies in the domain
                 p.check(key, p.search[0]) and p.check(key, p.search[1])
             assert key in full
+
+
+@pytest.mark.parametrize(
+    "activation,gain",
+    [("relu", math.sqrt(2)), ("tanh", 5 / 3), ("selu", 0.75), ("identity", 1.0), ("gelu", math.sqrt(2))],
+)
+def test_auto_gain_is_torchs_gain_for_the_activation(activation, gain):
+    assert matching_gain(activation) == pytest.approx(gain)
+    assert resolve_auto("xavier_uniform", {}, activation) == {"gain": pytest.approx(gain)}
+    nonlinearity = {"identity": "linear", "gelu": "relu"}.get(activation, activation)
+    assert resolve_auto("kaiming_normal", {}, activation)["nonlinearity"] == nonlinearity
+    assert resolve_auto("orthogonal", {"gain": 0.5}, activation) == {"gain": 0.5}  # a number stays
+
+
+@pytest.mark.parametrize(
+    "scheme", ["xavier_uniform", "xavier_normal", "orthogonal", "kaiming_uniform", "kaiming_normal"]
+)
+def test_auto_draws_the_same_weights_as_the_explicit_gain(scheme):
+    explicit = resolve_auto(scheme, {}, "tanh")
+    auto = apply_scheme(nn.Sequential(nn.Linear(784, 256)), scheme, seed=4, activation="tanh")[0].weight
+    given = apply_scheme(nn.Sequential(nn.Linear(784, 256)), scheme, explicit, seed=4)[0].weight
+    assert torch.equal(auto, given)
+
+
+def test_xavier_auto_for_tanh_has_the_glorot_std_times_five_thirds():
+    """Tolerance as above: the sample std within 5 / sqrt(2N) relative of the formula's."""
+    w = apply_scheme(nn.Sequential(nn.Linear(784, 256)), "xavier_normal", seed=0, activation="tanh")[0].weight
+    expected = 5 / 3 * math.sqrt(2 / (784 + 256))
+    assert abs(w.std().item() / expected - 1) < 5 / math.sqrt(2 * w.numel())
+
+
+def test_auto_without_an_activation_names_the_parameter():
+    with pytest.raises(SchemeError, match="gain: 'auto' needs the model's activation"):
+        apply_scheme(nn.Sequential(nn.Linear(4, 4)), "orthogonal", seed=0)

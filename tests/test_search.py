@@ -9,7 +9,7 @@ import pytest
 
 from initsweep.config import SearchConfig, parse_config
 from initsweep.schemes import SCHEMES, Range
-from initsweep.search import OptunaSpace, make_sampler, row_from_params
+from initsweep.search import OptunaSpace, grid_cells, make_sampler, row_from_params, trial_from_params
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -48,7 +48,7 @@ def test_parameters_are_conditional_on_the_scheme():
 def test_listed_parameters_are_searched_and_the_rest_fixed():
     cfg = search(kaiming_normal={"a": 0.1, "mode": ["fan_in", "fan_out"]}, lsuv={"max_iter": [1, 5], "tol": 0.2})
     space = cfg.space()
-    assert space["kaiming_normal"] == {"a": 0.1, "mode": Range(choices=("fan_in", "fan_out")), "nonlinearity": "relu"}
+    assert space["kaiming_normal"] == {"a": 0.1, "mode": Range(choices=("fan_in", "fan_out")), "nonlinearity": "auto"}
     assert space["lsuv"] == {"tol": 0.2, "max_iter": Range(1, 5, integer=True)}
     for d in draw(cfg, 20):
         row = row_from_params(d)
@@ -72,10 +72,21 @@ def test_samplers_are_reproducible_from_the_search_seed(sampler):
     assert draw(cfg, 8) != draw(other, 8)
 
 
-def test_grid_rows_round_trip():
-    sweep = parse_config({"name": "g", "seeds": [0], "schemes": [{"scheme": "uniform", "low": -0.5, "high": 0.5}]})
-    row = sweep.schemes[0]
-    assert row_from_params({"row": row.model_dump()}) == row
+def test_grid_cells_round_trip_to_the_sweeps_trials():
+    sweep = parse_config(
+        {
+            "name": "g",
+            "seeds": [0],
+            "schemes": [{"scheme": "uniform", "low": -0.5, "high": 0.5}, "orthogonal"],
+            "grid": {"model.depth": [2, 3], "model.activation": ["relu", "tanh"]},
+        }
+    )
+    cells = grid_cells(sweep)
+    assert len(cells) == 8 and cells[0] == {
+        "row": sweep.schemes[0].model_dump(),
+        "axes": {"model.depth": 2, "model.activation": "relu"},
+    }
+    assert [trial_from_params(sweep, {"cell": c}) for c in cells] == sweep.trials()
 
 
 def test_a_searcher_restored_from_older_state_still_closes_each_optuna_trial_once(tmp_path):
