@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: --host {args.host}: {exposed}", file=sys.stderr)
     base = f"http://{args.host}:{args.port}"
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a plain `kill` stops the server too
+    # Ctrl-C stops it even when started from a process that ignores SIGINT (Python then would too).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     server = subprocess.Popen(server_command(uri, args.host, args.port), start_new_session=True)
     try:
         if not _wait_for(f"{base}/health", server):

@@ -63,6 +63,9 @@ def test_ray_job_submit_runs_a_smoke_sweep(tmp_path):
     env = os.environ | {"RAY_AUTH_MODE": "token", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     start = [RAY, "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}"]
     start += ["--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats", "--block"]
+    # Ray's fixed default agent port (52365) may be held by another Ray on this machine (a sweep in a
+    # parallel test); its job agent would then never come up ("No available agent to submit job").
+    start += [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}"]
     # --block keeps this head tied to one process: stopping it stops this head only (`ray stop` would
     # stop every Ray on the machine).
     head = subprocess.Popen(start, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)

@@ -44,13 +44,15 @@ def test_cnn_has_conv_layers_for_schemes_to_initialize():
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
 
-def test_mlp_depth_and_width_stack_equal_hidden_layers():
-    deep = MLPConfig(depth=8, width=64, activation="tanh", dropout=0.0)
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_mlp_depth_and_width_stack_equal_hidden_layers(activation):
+    deep = MLPConfig(depth=8, width=64, activation=activation, dropout=0.0)
     assert deep.hidden == [64] * 8
     model = build_model(deep, (1, 28, 28), 10)
     shapes = [tuple(m.weight.shape) for m in model if isinstance(m, nn.Linear)]
     assert shapes == [(64, 784)] + [(64, 64)] * 7 + [(10, 64)]
-    assert sum(isinstance(m, nn.Tanh) for m in model) == 8
+    assert [type(m) for m in model][2:-1:2] == [ACTIVATIONS[activation]] * 8  # after each hidden Linear
+    assert torch.isfinite(model(torch.rand(2, 1, 28, 28))).all()
     assert MLPConfig.model_validate(deep.model_dump()) == deep  # a dumped config (MLflow, Tune) reloads
 
 

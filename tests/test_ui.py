@@ -5,6 +5,7 @@ Screenshots go to test-output/ and are listed at the end of the test run."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -120,7 +121,11 @@ def test_the_mlflow_ui_shows_the_sweep_in_headless_chromium(tmp_path, browser):
         screenshot(browser, "mlflow-ui-report.png")
     finally:
         ui.send_signal(signal.SIGINT)  # Ctrl-C
-        code = ui.wait(timeout=60)
+        try:
+            code = ui.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(ui.pid, signal.SIGKILL)  # leave nothing running for the tests after this one
+            raise
     assert code == 0 and "MLflow UI stopped" in "".join(lines)
     with pytest.raises(OSError):  # the server went with it
         urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
