@@ -183,8 +183,8 @@ def grid_heatmap(panels: list[GridPanel], metric: str, path: Path) -> Path:
         np.array([[p.intervals[r, c].mean if (r, c) in p.intervals else np.nan for c in p.columns] for r in rows])
         for p in panels
     ]
-    finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.array([0.0])
-    vmin, vmax = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+    finite = np.concatenate([v[np.isfinite(v)] for v in values])
+    vmin, vmax = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)  # every trial failed: no colours
     for ax, panel, grid in zip(axes[0], panels, values, strict=True):
         image = ax.imshow(grid, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
         for (i, j), v in np.ndenumerate(grid):
