@@ -291,10 +291,10 @@ class TrialConfig(_Shared):
     @property
     def name(self) -> str:
         """The row's name and the grid values: `kaiming_normal(...) depth=16 activation=relu`."""
-        return " ".join([self.scheme.name, *(f"{_short(k, self.axes)}={v}" for k, v in self.axes.items())])
+        return " ".join([self.scheme.name, *(f"{axis_label(k, self.axes)}={v}" for k, v in self.axes.items())])
 
 
-def _short(key: str, axes: dict[str, Any]) -> str:
+def axis_label(key: str, axes: dict[str, Any]) -> str:
     """An axis key's last part (`depth` for `model.depth`), unless two axes share it."""
     last = key.rsplit(".", 1)[-1]
     return last if sum(k.rsplit(".", 1)[-1] == last for k in axes) == 1 else key

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from initsweep.config import SweepConfig
+from initsweep.config import SweepConfig, axis_label
 from initsweep.data import DATASETS
 from initsweep.report import ReportRow, ci_cell, md_table
 from initsweep.stats import Interval, mean_ci
@@ -48,10 +48,6 @@ def _sorted(values: list) -> list:
     return sorted(values) if numeric else list(values)
 
 
-def _short(key: str) -> str:
-    return key.rsplit(".", 1)[-1]
-
-
 def grid_panels(rows: list[ReportRow], sweep: SweepConfig) -> list[GridPanel]:
     """The grid's panels, in the config's order; none without axes."""
     if not sweep.grid:
@@ -66,8 +62,8 @@ def grid_panels(rows: list[ReportRow], sweep: SweepConfig) -> list[GridPanel]:
         mine = [r for r in rows if all(r.axes.get(k) == v for k, v in fixed.items())]
         cells = {(r.row, r.axes.get(column_key)): r for r in mine}
         intervals = {key: mean_ci([s.final[metric] for s in r.seeds], level) for key, r in cells.items()}
-        title = ", ".join(f"{_short(k)}={v}" for k, v in fixed.items())
-        panels.append(GridPanel(title, _short(column_key), columns, names, cells, intervals))
+        title = ", ".join(f"{axis_label(k, sweep.grid)}={v}" for k, v in fixed.items())
+        panels.append(GridPanel(title, axis_label(column_key, sweep.grid), columns, names, cells, intervals))
     return panels
 
 
