@@ -31,9 +31,9 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from initsweep.config import TrialConfig, load_config  # noqa: E402
-from initsweep.data import cache_dir, load_data  # noqa: E402
-from initsweep.runner import run_in_process  # noqa: E402
-from initsweep.train import run_trial  # noqa: E402
+from initsweep.engine.data import cache_dir, load_data  # noqa: E402
+from initsweep.engine.train import run_trial  # noqa: E402
+from initsweep.sweep.inprocess import run_in_process  # noqa: E402
 
 MLP_PARAMS = 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
 
@@ -73,7 +73,7 @@ def dataloader_baseline(epochs: int) -> float:
 
 def engine(seeds: list[int], data, epochs: int) -> float:
     """(B)/(C) `run_trial` on the founding setup with these seeds (packed when more than one)."""
-    cfg = TrialConfig.model_validate({"seeds": seeds, "scheme": "uniform_fan_in", "train": {"epochs": epochs}})
+    cfg = TrialConfig.model_validate({"seeds": seeds, "row": "uniform_fan_in", "train": {"epochs": epochs}})
     start = time.perf_counter()
     run_trial(cfg, data)
     return time.perf_counter() - start
@@ -81,7 +81,7 @@ def engine(seeds: list[int], data, epochs: int) -> float:
 
 def checkpoint_cost(data, epochs: int) -> dict[str, float]:
     """(F) What a Ray trial adds each epoch for resuming: a snapshot of the training state, saved."""
-    cfg = TrialConfig.model_validate({"seeds": list(range(5)), "scheme": "uniform_fan_in", "train": {"epochs": epochs}})
+    cfg = TrialConfig.model_validate({"seeds": list(range(5)), "row": "uniform_fan_in", "train": {"epochs": epochs}})
     saves, size = [], 0
 
     def save(epoch, seeds, snapshot) -> None:
@@ -178,7 +178,15 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="1 epoch, smaller packs, a 2-seed sweep (a smoke run)")
     p.add_argument("--json", default="bench/results.json", help="where to write the numbers")
+    p.add_argument("--only-e", action="store_true", help="row (E) alone: the sweep against the engine, memory")
     args = p.parse_args()
+    if args.only_e:
+        e = sweep_vs_engine(["seeds=[0,1]", "train.epochs=1"] if args.quick else [])
+        print(
+            f"(E) {e['models']} models: sweep {e['sweep_s']:.1f} s, engine in-process {e['engine_s']:.1f} s, "
+            f"ratio {e['sweep_s'] / e['engine_s']:.2f}x; sweep peak PSS (all processes) {e['sweep_peak_rss_gb']:.2f} GB"
+        )
+        return 0
     epochs = 1 if args.quick else 2
     packs = [4] if args.quick else [8, 16]
     torch.set_num_threads(2)

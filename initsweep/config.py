@@ -17,9 +17,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from initsweep.data import DATASETS
-from initsweep.models import MODELS, CNNConfig, MLPConfig
-from initsweep.schemes import AUTO, Range, SchemeError, resolve_auto, resolve_search, validate_params
+from initsweep.catalog.datasets import DATASETS
+from initsweep.catalog.models import MODEL_CONFIGS, CNNConfig, MLPConfig
+from initsweep.catalog.schemes import AUTO, Range, SchemeError, resolve_auto, resolve_search, validate_params
+from initsweep.results import EPOCH_METRICS
 
 __all__ = [
     "ConfigError",
@@ -45,7 +46,7 @@ class _Strict(BaseModel):
 
 class DataConfig(_Strict):
     dataset: str = "fashion_mnist"
-    """A name from the dataset registry (`initsweep.data.DATASETS`)."""
+    """A name from the dataset registry (`initsweep.catalog.datasets.DATASETS`)."""
     limit: int | None = Field(default=None, gt=0)
     """Use a class-balanced subset of this many train-set images (before the split); None: all."""
     val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
@@ -173,9 +174,7 @@ class _Shared(_Strict):
 class ObjectiveConfig(_Strict):
     """What "best" means: the mean over seeds of one epoch metric, for ranking, search and early stopping."""
 
-    metric: Literal["val_accuracy", "val_loss", "train_loss", "last_batch_loss", "val_accuracy_train_mode"] = (
-        "val_accuracy"
-    )
+    metric: Literal[EPOCH_METRICS] = "val_accuracy"
     """The epoch metric whose mean over seeds ranks trials, drives the search and ASHA."""
     mode: Literal["max", "min"] | None = None
     """Default: max for accuracies, min for losses."""
@@ -228,6 +227,9 @@ class SearchConfig(_Strict):
     """The sampler's seed (which configs are tried); not a replicate seed."""
     storage: str | None = None
     """Optuna storage URL; default: a journal file in the sweep's Tune folder."""
+    batch_size: int | None = Field(default=None, gt=0)
+    """Configs drawn at a time, each batch once the last one has finished, so a seeded search draws the
+    same configs whatever the timing; default: as many as run at once."""
 
     @model_validator(mode="after")
     def _spaces_resolve(self) -> SearchConfig:
@@ -276,22 +278,23 @@ class TrialConfig(_Shared):
     A gain or nonlinearity the row gave as "auto" is resolved here for the model's activation, so the
     trial's params (and MLflow) show the number that ran; its name keeps the row's "auto"."""
 
-    scheme: SchemeRow
+    row: SchemeRow
+    """The config row this trial runs: a scheme and its parameters."""
     axes: dict[str, Any] = {}
     """The grid values this trial was made with (dotted key -> value), already applied above."""
 
     @model_validator(mode="after")
     def _resolve_auto(self) -> TrialConfig:
-        row = self.scheme
+        row = self.row
         if AUTO in row.params.values():
             resolved = resolve_auto(row.scheme, row.params, self.model.activation)
-            object.__setattr__(self, "scheme", SchemeRow(scheme=row.scheme, params=resolved, label=row.name))
+            object.__setattr__(self, "row", SchemeRow(scheme=row.scheme, params=resolved, label=row.name))
         return self
 
     @property
     def name(self) -> str:
         """The row's name and the grid values: `kaiming_normal(...) depth=16 activation=relu`."""
-        return " ".join([self.scheme.name, *(f"{axis_label(k, self.axes)}={v}" for k, v in self.axes.items())])
+        return " ".join([self.row.name, *(f"{axis_label(k, self.axes)}={v}" for k, v in self.axes.items())])
 
 
 def axis_label(key: str, axes: dict[str, Any]) -> str:
@@ -382,7 +385,7 @@ class SweepConfig(_Shared):
             section, _, derived = DERIVED.get(key, "").partition(".")
             shared.get(section, {}).pop(derived, None)
             set_path(shared, key, value)
-        return TrialConfig.model_validate(shared | {"scheme": row.model_dump(), "axes": axes or {}})
+        return TrialConfig.model_validate(shared | {"row": row.model_dump(), "axes": axes or {}})
 
     def trials(self) -> list[TrialConfig]:
         """The grid's trial configs, each row under each combination (a search draws its own)."""
@@ -395,7 +398,7 @@ def _one_line(err: ValidationError) -> str:
     """The first validation error as `key.path: problem (got value)`."""
     e = err.errors(include_url=False)[0]
     loc = [str(p) for p in e["loc"]]
-    if loc[:1] == ["model"] and len(loc) > 1 and loc[1] in MODELS:
+    if loc[:1] == ["model"] and len(loc) > 1 and loc[1] in MODEL_CONFIGS:
         del loc[1]  # the union's tag
     cause = (e.get("ctx") or {}).get("error")
     if isinstance(cause, SchemeError):

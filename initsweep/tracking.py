@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import statistics
+import os
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -27,25 +26,22 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 
-from initsweep.config import ConfigError, SweepConfig, TrialConfig, parse_config
-from initsweep.report import ReportRow, SeedRecord, aggregate
-from initsweep.schemes import get_scheme
-from initsweep.train import SeedResult
+from initsweep.catalog.schemes import typed_params
+from initsweep.config import ConfigError, SchemeRow, SweepConfig, TrialConfig, parse_config
+from initsweep.results import EPOCH_METRICS, SeedResult, TrialResult, aggregate
 
 __all__ = [
     "Tracker",
-    "TrialRecord",
+    "artifact_root",
     "check_tracking_server",
+    "default_tracking_uri",
     "find_sweep_run",
     "is_local_uri",
-    "log_report",
     "masked",
     "read_failures",
     "read_sweep",
     "ui_hint",
 ]
-
-EPOCH_METRICS = ("train_loss", "last_batch_loss", "val_loss", "val_accuracy", "val_accuracy_train_mode")
 
 EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND_TAG = (EXPERIMENT_KIND, "custom_model_development")
@@ -54,15 +50,22 @@ EXPERIMENT_KIND_TAG = (EXPERIMENT_KIND, "custom_model_development")
 MAX_BATCH = 900  # MLflow takes at most 1000 metrics per log_batch
 
 
-@dataclass
-class TrialRecord:
-    """What the driver knows about one finished (or failed) trial."""
+def default_tracking_uri(given: str | None = None) -> str:
+    """The store a command uses: the one given, else `$MLFLOW_TRACKING_URI`, else MLflow's own default
+    (`sqlite:///mlflow.db` in the working folder), so `sweeps/ui.py` run in the same folder shows the runs."""
+    if given:
+        return given
+    import mlflow
 
-    trial_id: str
-    trial: TrialConfig
-    seeds: list[SeedResult]
-    error: str | None = None
-    node_id: str | None = None
+    return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+
+
+def artifact_root(uri: str) -> Path | None:
+    """Where artifacts go for an SQLite store: `mlruns/` beside the database file (not in the working
+    folder); None for other stores, which have their own rule."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns"
 
 
 def is_local_uri(uri: str) -> bool:
@@ -122,7 +125,7 @@ def _code_version() -> str:
 def _flat_params(trial: TrialConfig) -> dict[str, str]:
     """The params a trial run shows: scheme, its parameters, the settings a reader compares, and each
     grid axis under its own key (`model.depth`)."""
-    params = {"scheme": trial.scheme.scheme, **trial.scheme.params}
+    params = {"scheme": trial.row.scheme, **trial.row.params}
     params |= {
         "model": trial.model.name,
         **{f"model.{k}": v for k, v in trial.model.model_dump().items() if k != "name"},
@@ -151,8 +154,10 @@ def _first_use_lock(uri: str):
 class Tracker:
     """Writes a sweep into an MLflow store. Picklable: the client is made on first use."""
 
-    def __init__(self, tracking_uri: str, sweep: SweepConfig, sweep_id: str):
-        self.tracking_uri, self.sweep, self.sweep_id = tracking_uri, sweep, sweep_id
+    def __init__(self, tracking_uri: str):
+        self.tracking_uri = tracking_uri
+        self.sweep: SweepConfig | None = None
+        self.sweep_id: str | None = None
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self._client: MlflowClient | None = None
@@ -174,9 +179,8 @@ class Tracker:
             if EXPERIMENT_KIND not in exp.tags:
                 self.client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND_TAG)
             return exp.experiment_id
-        location = None
-        if self.tracking_uri.startswith("sqlite:///"):  # artifacts beside the database, not in ./mlruns
-            location = (Path(self.tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
+        root = artifact_root(self.tracking_uri)
+        location = root.as_uri() if root else None
         try:
             return self.client.create_experiment(
                 self.sweep.name, artifact_location=location, tags=dict([EXPERIMENT_KIND_TAG])
@@ -191,8 +195,9 @@ class Tracker:
         query = f"tags.sweep_id = '{self.sweep_id}' AND tags.run_kind = '{kind}'{extra}"
         return list(self.client.search_runs([self.experiment_id], query, max_results=10_000))
 
-    def start_sweep(self, experiment_dir: str) -> str:
+    def start_sweep(self, sweep: SweepConfig, sweep_id: str, experiment_dir: str) -> str:
         """Find or create the sweep's parent run and mark it RUNNING; returns its id."""
+        self.sweep, self.sweep_id = sweep, sweep_id
         with _first_use_lock(self.tracking_uri):
             self.experiment_id = self._experiment()
         found = self._find("sweep")
@@ -241,11 +246,11 @@ class Tracker:
             self.client.log_batch(self.parent_run_id, metrics=_metrics(summary, 0, ts))
         self.client.set_terminated(self.parent_run_id, status)
 
-    def is_recorded(self, trial_id: str) -> bool:
-        runs = self._find("trial", f" AND tags.trial_id = '{trial_id}'")
-        return any(r.info.status in ("FINISHED", "FAILED") for r in runs)
+    def log_report(self, folder: Path) -> None:
+        """Attach a report folder to the sweep's parent run (artifacts under `report/`)."""
+        self.client.log_artifacts(self.parent_run_id, str(folder), "report")
 
-    def record_trial(self, record: TrialRecord) -> str | None:
+    def record_trial(self, record: TrialResult) -> str | None:
         """Write a finished or failed trial with its seed runs, unless it is already recorded."""
         trial_filter = f" AND tags.trial_id = '{record.trial_id}'"
         existing = self._find("trial", trial_filter)
@@ -255,17 +260,17 @@ class Tracker:
             self.client.delete_run(partial.info.run_id)
 
         c, ts = self.client, int(time.time() * 1000)
-        params = [Param(k, v) for k, v in _flat_params(record.trial).items()]
+        params = [Param(k, v) for k, v in _flat_params(record.config).items()]
         base_tags = {"sweep_id": self.sweep_id, "trial_id": record.trial_id, "node_id": record.node_id or ""}
         diverged = sum(s.diverged for s in record.seeds)
         trial_tags = base_tags | {
             "run_kind": "trial",
-            "row": record.trial.scheme.name,  # the config's row, the same under every grid combination
+            "row": record.row_name,  # the config's row, the same under every grid combination
             "mlflow.parentRunId": self.parent_run_id,
             "diverged": str(diverged > 0).lower(),
             "n_diverged": str(diverged),
         }
-        name = record.trial.name
+        name = record.name
         trial_run = c.create_run(self.experiment_id, tags=trial_tags, run_name=name).info.run_id
         c.log_batch(trial_run, params=params)
         if record.seeds:
@@ -307,16 +312,6 @@ class Tracker:
             self.client.log_batch(run_id, metrics=metrics[i : i + MAX_BATCH])
 
 
-def _typed_params(scheme: str, params: dict[str, str]) -> dict[str, float | int | str]:
-    """A trial run's scheme parameters, back from MLflow's strings to the registry's types."""
-    out: dict[str, float | int | str] = {}
-    for name, p in get_scheme(scheme).params.items():
-        if name in params:
-            text = params[name]
-            out[name] = text if p.choices else int(float(text)) if p.integer else float(text)
-    return out
-
-
 def find_sweep_run(client: MlflowClient, experiment: str, run_id: str | None = None):
     """The sweep's parent run: `run_id`, or the latest sweep run of `experiment`."""
     if run_id:
@@ -332,7 +327,7 @@ def find_sweep_run(client: MlflowClient, experiment: str, run_id: str | None = N
     return runs[0]
 
 
-def read_sweep(client: MlflowClient, parent) -> tuple[SweepConfig, list[ReportRow]]:
+def read_sweep(client: MlflowClient, parent) -> tuple[SweepConfig, list[TrialResult]]:
     """A sweep's config and its finished trials, read back from MLflow alone (no Ray, no Tune files)."""
     parent_id = parent.info.run_id
     with tempfile.TemporaryDirectory() as tmp:
@@ -346,26 +341,41 @@ def read_sweep(client: MlflowClient, parent) -> tuple[SweepConfig, list[ReportRo
         seed_runs: dict[str, list] = {}
         for run in client.search_runs(exp, f"{base} AND tags.run_kind = 'seed'", max_results=50_000):
             seed_runs.setdefault(run.data.tags["mlflow.parentRunId"], []).append(run)
-        rows = []
+        results = []
         for trial in trials:
-            scheme = trial.data.params["scheme"]
-            seeds = []
-            for run in sorted(seed_runs.get(trial.info.run_id, []), key=lambda r: int(r.data.params["seed"])):
-                rid = run.info.run_id
-                final = {k: v for k, v in run.data.metrics.items() if k in EPOCH_METRICS or k == "test_accuracy"}
-                losses = [(m.step, m.value) for m in client.get_metric_history(rid, "minibatch_loss")]
-                diagnostics = json.loads(Path(client.download_artifacts(rid, "init_diagnostics.json", tmp)).read_text())
-                diverged = run.data.tags.get("diverged") == "true"
-                seeds.append(SeedRecord(int(run.data.params["seed"]), final, sorted(losses), diagnostics, diverged))
+            runs = sorted(seed_runs.get(trial.info.run_id, []), key=lambda r: int(r.data.params["seed"]))
+            seeds = [_read_seed(client, run, tmp) for run in runs]
             if not seeds:
                 continue
             params = trial.data.params
+            scheme = params["scheme"]
+            row = SchemeRow(scheme=scheme, params=typed_params(scheme, params))
+            if trial.data.tags.get("row", row.name) != row.name:  # a label, or a row with "auto" values
+                row = SchemeRow(scheme=scheme, params=row.params, label=trial.data.tags["row"])
             axes = {k: next(v for v in values if str(v) == params[k]) for k, values in sweep.grid.items()}
-            name, row_name = trial.info.run_name, trial.data.tags.get("row", "")
-            row = ReportRow(name, scheme, _typed_params(scheme, params), seeds, axes=axes, row=row_name)
-            row.objective = statistics.fmean(s.final[sweep.objective.metric] for s in seeds)
-            rows.append(row)
-    return sweep, rows
+            results.append(TrialResult(sweep.trial(row, axes), seeds, trial_id=trial.data.tags["trial_id"]))
+    return sweep, results
+
+
+def _read_seed(client: MlflowClient, run, tmp: str) -> SeedResult:
+    """A seed run back as the `SeedResult` it was written from (its per-epoch metrics from their history)."""
+    rid, metrics = run.info.run_id, run.data.metrics
+    by_epoch: dict[int, dict[str, float]] = {}
+    for key in (k for k in EPOCH_METRICS if k in metrics):
+        for m in client.get_metric_history(rid, key):
+            by_epoch.setdefault(m.step, {})[key] = m.value
+    losses = sorted((m.step, m.value) for m in client.get_metric_history(rid, "minibatch_loss"))
+    diagnostics = json.loads(Path(client.download_artifacts(rid, "init_diagnostics.json", tmp)).read_text())
+    step = run.data.tags.get("diverged_step")
+    return SeedResult(
+        int(run.data.params["seed"]),
+        epochs=[by_epoch[e] for e in sorted(by_epoch)],
+        step_losses=losses,
+        test_accuracy=metrics.get("test_accuracy"),
+        diverged_step=int(step) if step else None,
+        diagnostics=diagnostics,
+        seconds=metrics.get("seconds", 0.0),
+    )
 
 
 def read_failures(client: MlflowClient, parent) -> list[tuple[str, str]]:
@@ -374,8 +384,3 @@ def read_failures(client: MlflowClient, parent) -> list[tuple[str, str]]:
     query = f"tags.sweep_id = '{sweep_id}' AND tags.run_kind = 'trial' AND attributes.status = 'FAILED'"
     runs = client.search_runs([parent.info.experiment_id], query, order_by=["attributes.start_time ASC"])
     return [(r.info.run_name, r.data.tags.get("error", "")) for r in runs]
-
-
-def log_report(client: MlflowClient, run_id: str, folder: Path) -> None:
-    """Attach a report folder to the sweep's parent run (artifacts under `report/`)."""
-    client.log_artifacts(run_id, str(folder), "report")

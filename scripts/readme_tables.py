@@ -18,9 +18,9 @@ from pydantic import BaseModel
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from initsweep.catalog.models import MODEL_CONFIGS  # noqa: E402
+from initsweep.catalog.schemes import SCHEMES  # noqa: E402
 from initsweep.config import SweepConfig  # noqa: E402
-from initsweep.models import MODELS  # noqa: E402
-from initsweep.schemes import SCHEMES  # noqa: E402
 
 README = ROOT / "README.md"
 
@@ -73,10 +73,10 @@ def config_rows(model: type[BaseModel] = SweepConfig, prefix: str = "") -> list[
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         if key == "model":  # a tagged union: the name, then each registered model's own keys
-            names = r" \| ".join(f"`{m}`" for m in MODELS)
+            names = r" \| ".join(f"`{m}`" for m in MODEL_CONFIGS)
             rows.append(("model.name", names, "`mlp`", "the network; its keys follow, marked by model"))
-            for model_name, spec in MODELS.items():
-                own = [r for r in config_rows(spec.config, "model.") if r[0] != "model.name"]
+            for model_name, config_class in MODEL_CONFIGS.items():
+                own = [r for r in config_rows(config_class, "model.") if r[0] != "model.name"]
                 rows += [(f"{k} ({model_name})", t, d, m) for k, t, d, m in own]
             continue
         section = _section(field.annotation)

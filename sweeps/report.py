@@ -26,25 +26,24 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-    import mlflow
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
-    from initsweep.report import build_report
-    from initsweep.tracking import find_sweep_run, read_failures, read_sweep
+    from initsweep.report.build import build_report
+    from initsweep.tracking import default_tracking_uri, find_sweep_run, read_failures, read_sweep
 
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
-    client = MlflowClient(uri)
+    client = MlflowClient(default_tracking_uri(args.tracking_uri))
     try:
         parent = find_sweep_run(client, args.experiment, args.run_id)
-        sweep, rows = read_sweep(client, parent)
-    except (LookupError, ConfigError, mlflow.exceptions.MlflowException) as err:
+        sweep, results = read_sweep(client, parent)
+    except (LookupError, ConfigError, MlflowException) as err:
         print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
-    if not rows:
+    if not results:
         print(f"error: --experiment {args.experiment}: the sweep has no finished trial yet", file=sys.stderr)
         return 2
     folder = Path(args.out).resolve() / f"{sweep.name}-{parent.data.tags['sweep_id']}"
-    report = build_report(rows, sweep, folder, failed=read_failures(client, parent))
+    report = build_report(results, sweep, folder, failed=read_failures(client, parent))
     print(report.text)
     print(f"\nreport: {report.folder / 'report.md'}")
     return 0

@@ -19,8 +19,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's initsweep (ray job working dirs)
 
 from initsweep.config import ConfigError, SweepConfig, load_config
-from initsweep.data import DataError
-from initsweep.report import aggregate, build_report, rows_from_results
 
 DEFAULT_CONFIG = Path(__file__).with_name("seed_table.yaml")
 
@@ -97,21 +95,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sweep = load_config(args.config, args.overrides)
         if args.dry_run:
-            from initsweep.plan import describe
+            from initsweep.sweep.plan import describe
 
             print(describe(sweep))
             return 0
         if args.no_ray:
             return run_in_process(sweep, args.device, args.report_dir)
         return run_with_ray(sweep, args)
-    except (ConfigError, DataError) as err:
+    except ConfigError as err:  # bad input, a missing dataset or an unreachable service
         print(f"error: {err}", file=sys.stderr)
         return 2
 
 
 def run_in_process(sweep: SweepConfig, device: str | None, report_dir: str) -> int:
-    from initsweep.runner import default_device
-    from initsweep.runner import run_in_process as run
+    from initsweep.report.build import build_report
+    from initsweep.results import aggregate
+    from initsweep.sweep.inprocess import default_device
+    from initsweep.sweep.inprocess import run_in_process as run
 
     if sweep.search is not None:
         raise ConfigError("search: --no-ray runs grid sweeps only (Optuna search runs through Ray Tune)")
@@ -131,8 +131,7 @@ def run_in_process(sweep: SweepConfig, device: str | None, report_dir: str) -> i
         )
 
     results = run(sweep, device=device, on_trial=progress)
-    rows = rows_from_results(results, sweep.objective.metric)
-    report = build_report(rows, sweep, Path(report_dir).resolve() / f"{sweep.name}-no-ray")
+    report = build_report(results, sweep, Path(report_dir).resolve() / f"{sweep.name}-no-ray")
     print()
     print(report.text)
     n = sweep.n_trials
@@ -153,19 +152,9 @@ def check_listen(listen: str | None, address: str | None) -> None:
 
 
 def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
-    import mlflow
+    from initsweep.tracking import Tracker, check_tracking_server, default_tracking_uri
 
-    if not args.address and not args.listen:
-        # Set before Ray is imported, this makes an embedded Ray bind its node services (GCS, raylet,
-        # workers, agents) to 127.0.0.1: Ray uses the machine's outward address as the node IP unless it
-        # believes it runs alone (as on macOS).
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-
-    from initsweep.runner import load_sweep_data
-    from initsweep.tracking import check_tracking_server, masked, ui_hint
-    from initsweep.tuning import connect, optuna_location, run_sweep
-
-    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    tracking_uri = default_tracking_uri(args.tracking_uri)
     check_listen(args.listen, args.address)
     if args.listen:
         print(
@@ -185,7 +174,11 @@ def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
         logging.getLogger("optuna").setLevel(logging.WARNING)
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    data = load_sweep_data(sweep)  # before Ray starts: a missing dataset fails in a second
+
+    from initsweep.engine.data import load_configured
+    from initsweep.sweep.cluster import connect
+
+    data = load_configured(sweep.data)  # before Ray starts: a missing dataset fails in a second
     start = time.perf_counter()
     dashboard = connect(args.address, args.verbose, args.listen)
     kind = "search" if sweep.search else "grid"
@@ -194,26 +187,37 @@ def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
         f"({args.address or 'embedded'}{', dashboard ' + dashboard if dashboard else ''})",
         flush=True,
     )
+    from initsweep.sweep.tuner import run_sweep  # imports Ray: after connect() set its environment
+
     outcome = run_sweep(
         sweep,
         data,
-        tracking_uri=tracking_uri,
+        Tracker(tracking_uri),
         storage_path=str(storage),
         report_dir=str(Path(args.report_dir).resolve()),
         fresh=args.fresh,
         verbose=args.verbose,
     )
+    return print_outcome(sweep, outcome, tracking_uri, time.perf_counter() - start)
+
+
+def print_outcome(sweep: SweepConfig, outcome, tracking_uri: str, seconds: float) -> int:
+    """The result table, the best trial, where everything is; 130 when trials are still to run."""
+    from initsweep.sweep.search import study_name
+    from initsweep.sweep.tuner import optuna_location
+    from initsweep.tracking import masked, ui_hint
+
     print()
     finished = outcome.n_errors
     if outcome.report:
         print(outcome.report.text)
         finished += len(outcome.report.summaries)
     if outcome.best:
-        name, value = outcome.best
-        print(f"\nbest: {name} ({sweep.objective.metric} {value:.4g}, mean over {len(sweep.seeds)} seeds)")
+        value = outcome.best.mean(sweep.objective.metric)
+        print(f"\nbest: {outcome.best.name} ({sweep.objective.metric} {value:.4g}, mean over {len(sweep.seeds)} seeds)")
     print(
         f"\n{finished}/{sweep.n_trials} trials done ({outcome.n_errors} failed) in "
-        f"{time.perf_counter() - start:.1f} s; Tune state: {outcome.experiment_dir}"
+        f"{seconds:.1f} s; Tune state: {outcome.experiment_dir}"
     )
     print(
         f"MLflow: experiment {sweep.name!r} (id {outcome.experiment_id}), parent run {outcome.parent_run_id}, "
@@ -222,7 +226,7 @@ def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
     print(f"  UI: {ui_hint(tracking_uri, outcome.experiment_id, outcome.parent_run_id)}")
     if sweep.search is not None:
         print(
-            f"Optuna: study {sweep.name}-{outcome.sweep_id}; dashboard: "
+            f"Optuna: study {study_name(sweep.name, outcome.sweep_id)}; dashboard: "
             f"optuna-dashboard '{optuna_location(sweep, outcome.experiment_dir)}' (http://127.0.0.1:8080)"
         )
     if outcome.report:

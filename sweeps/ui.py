@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from initsweep.tracking import masked
+from initsweep.tracking import artifact_root, default_tracking_uri, masked
 
 ML_VIEW = "workflowType=machine_learning"
 """The UI's model-training view (runs, params, metrics); MLflow 3 opens on its GenAI view otherwise."""
@@ -40,8 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def server_command(uri: str, host: str, port: int) -> list[str]:
     """`mlflow server` on the store, its new artifacts beside an SQLite file (as `sweeps/run.py` puts them)."""
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-    if uri.startswith("sqlite:///"):
-        cmd += ["--artifacts-destination", str(Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns")]
+    root = artifact_root(uri)
+    if root is not None:
+        cmd += ["--artifacts-destination", str(root)]
     return cmd
 
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import mlflow
 
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+    uri = default_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
         print(f"{masked(uri)} is already a tracking server: open it in a browser")
         return 0

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from initsweep.data import Data, load_data
+from initsweep.engine.data import Data, load_data
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import os
 import pytest
 from conftest import ROOT, cli_main
 
-from initsweep.data import load_raw
+from initsweep.engine.data import load_raw
 from initsweep.tracking import masked
 
 SEED = str(ROOT / "sweeps" / "seed_table.yaml")

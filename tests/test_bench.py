@@ -10,7 +10,8 @@ import torch
 from conftest import ROOT
 from torch.utils.flop_counter import FlopCounterMode
 
-from initsweep.models import MLPConfig, build_model
+from initsweep.catalog.models import MLPConfig
+from initsweep.engine.models import build_model
 
 sys.path.insert(0, str(ROOT / "bench"))
 from bench import PeakRSS, flops_per_model

@@ -198,11 +198,11 @@ def test_grid_crosses_every_row_with_every_combination():
 
 def test_auto_gains_resolve_per_trial_for_its_activation():
     trials = parse_config(STUDY).trials()
-    xavier = {t.axes["model.activation"]: t.scheme for t in trials if t.scheme.scheme == "xavier_uniform"}
+    xavier = {t.axes["model.activation"]: t.row for t in trials if t.row.scheme == "xavier_uniform"}
     assert xavier["relu"].params == {"gain": pytest.approx(2**0.5)}
     assert xavier["tanh"].params == {"gain": pytest.approx(5 / 3)}
     assert xavier["tanh"].name == "xavier_uniform(gain=auto)"  # the row's name; the params say what ran
-    kaiming = {t.axes["model.activation"]: t.scheme for t in trials if t.scheme.scheme == "kaiming_normal"}
+    kaiming = {t.axes["model.activation"]: t.row for t in trials if t.row.scheme == "kaiming_normal"}
     assert kaiming["tanh"].params["nonlinearity"] == "tanh"
 
 

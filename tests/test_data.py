@@ -8,8 +8,9 @@ import gzip
 import pytest
 import torch
 
-from initsweep import data as data_mod
-from initsweep.data import DATASETS, DataError, load_data, load_raw
+from initsweep.catalog.datasets import DATASETS
+from initsweep.engine import data as data_mod
+from initsweep.engine.data import DataError, load_data, load_raw
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import re
 import sys
 from pathlib import Path
 
+from initsweep.catalog.schemes import SCHEMES
 from initsweep.config import SweepConfig
-from initsweep.schemes import SCHEMES
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 

@@ -19,6 +19,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+import faultplan
 import optuna
 import psutil
 import pytest
@@ -137,7 +138,7 @@ def test_failing_and_diverging_trials_are_results_not_crashes(tmp_path):
     driver = Driver(
         [str(config), "--storage-path", str(tmp_path / "ray")],
         tmp_path,
-        env={"INITSWEEP_FAULTS": "xavier_uniform:once,orthogonal:always"},
+        env=faultplan.env("xavier_uniform:once,orthogonal:always"),
     )
     assert driver.finish() == 0, "".join(driver.lines)[-12000:]
     output = "".join(driver.lines)

@@ -6,12 +6,18 @@ import pytest
 import torch
 from torch import nn
 
-from initsweep.models import ACTIVATIONS, MODELS, CNNConfig, MLPConfig, build_model
+from initsweep.catalog.models import ACTIVATIONS, MODEL_CONFIGS, CNNConfig, MLPConfig
+from initsweep.engine.models import ACTIVATION_MODULES, BUILDERS, build_model
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+def test_every_model_config_has_a_builder():
+    assert set(MODEL_CONFIGS) == set(BUILDERS)
+    assert set(ACTIVATIONS) == set(ACTIVATION_MODULES)
+
+
+@pytest.mark.parametrize("name", list(MODEL_CONFIGS))
 def test_every_model_forwards_and_every_parameter_gets_a_gradient(name):
-    model = build_model(MODELS[name].config(), (1, 28, 28), 10)
+    model = build_model(MODEL_CONFIGS[name](), (1, 28, 28), 10)
     x = torch.rand(8, 1, 28, 28)
     out = model(x)
     assert out.shape == (8, 10) and torch.isfinite(out).all()
@@ -33,7 +39,7 @@ def test_mlp_is_the_founding_net_by_default():
 def test_mlp_options(activation):
     model = build_model(MLPConfig(hidden=[64, 32, 16], activation=activation, dropout=0.0), (1, 28, 28), 10)
     assert not any(isinstance(m, nn.Dropout) for m in model)
-    assert sum(isinstance(m, ACTIVATIONS[activation]) for m in model) == 3
+    assert sum(isinstance(m, ACTIVATION_MODULES[activation]) for m in model) == 3
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
 
@@ -51,7 +57,7 @@ def test_mlp_depth_and_width_stack_equal_hidden_layers(activation):
     model = build_model(deep, (1, 28, 28), 10)
     shapes = [tuple(m.weight.shape) for m in model if isinstance(m, nn.Linear)]
     assert shapes == [(64, 784)] + [(64, 64)] * 7 + [(10, 64)]
-    assert [type(m) for m in model][2:-1:2] == [ACTIVATIONS[activation]] * 8  # after each hidden Linear
+    assert [type(m) for m in model][2:-1:2] == [ACTIVATION_MODULES[activation]] * 8  # after each hidden Linear
     assert torch.isfinite(model(torch.rand(2, 1, 28, 28))).all()
     assert MLPConfig.model_validate(deep.model_dump()) == deep  # a dumped config (MLflow, Tune) reloads
 

@@ -7,15 +7,16 @@ import math
 import pytest
 import torch
 
+from initsweep.catalog.models import CNNConfig, MLPConfig
 from initsweep.config import TrialConfig
-from initsweep.models import CNNConfig, MLPConfig, build_model
-from initsweep.packed import PackedMLP, dropout, packable, packed_cross_entropy
-from initsweep.train import run_trial
+from initsweep.engine.models import build_model
+from initsweep.engine.packed import PackedMLP, dropout, packable, packed_cross_entropy
+from initsweep.engine.train import run_trial
 
 
 def trial(seeds, **train) -> TrialConfig:
     return TrialConfig.model_validate(
-        {"seeds": seeds, "scheme": "xavier_uniform", "train": {"epochs": 2, "val_train_mode": True} | train}
+        {"seeds": seeds, "row": "xavier_uniform", "train": {"epochs": 2, "val_train_mode": True} | train}
     )
 
 

@@ -8,8 +8,10 @@ import matplotlib.image
 import pytest
 from scipy import stats
 
-from initsweep.config import parse_config
-from initsweep.report import ReportRow, SeedRecord, boundary_warnings, build_report, summarize
+from initsweep.config import TrialConfig, parse_config
+from initsweep.report.build import build_report
+from initsweep.report.summary import boundary_warnings, summarize
+from initsweep.results import SeedResult, TrialResult
 
 DIAG = [
     {"layer": "1:Linear", "act_std": 0.3, "grad_norm": 0.2},
@@ -17,17 +19,20 @@ DIAG = [
 ]
 
 
-def row(name, scheme, accs, params=None, diverged=(), train_mode=None):
+def row(name, scheme, accs, params=None, diverged=(), train_mode=None, axes=None):
+    """A trial of row `name` (with grid values `axes`) whose seeds ended at `accs`."""
     seeds = []
     for i, acc in enumerate(accs):
-        final = {"val_accuracy": acc, "train_loss": 0.5, "last_batch_loss": 0.4, "test_accuracy": acc - 0.3}
+        final = {"val_accuracy": acc, "train_loss": 0.5, "last_batch_loss": 0.4}
         if train_mode is not None:
             final["val_accuracy_train_mode"] = train_mode[i]
         losses = [(10 * k, 2.0 / k) for k in range(1, 6)]
-        seeds.append(SeedRecord(i, final, losses, DIAG, diverged=i in diverged))
-    r = ReportRow(name, scheme, params or {}, seeds)
-    r.objective = sum(accs) / len(accs)
-    return r
+        seeds.append(
+            SeedResult(i, [final], losses, acc - 0.3, diverged_step=5 if i in diverged else None, diagnostics=DIAG)
+        )
+    raw_row = {"scheme": scheme, "params": params or {}, "label": name}
+    config = TrialConfig.model_validate({"seeds": list(range(len(accs))), "row": raw_row, "axes": axes or {}})
+    return TrialResult(config, seeds)
 
 
 GRID = {
@@ -54,7 +59,7 @@ def grid_rows():
 def test_ranking_baseline_and_published_numbers():
     sweep = parse_config(GRID)
     summaries = summarize(grid_rows(), sweep)
-    assert [s.row.name for s in summaries] == ["rule", "default", "ones"]  # diverged last despite 33% mean
+    assert [s.trial.name for s in summaries] == ["rule", "default", "ones"]  # diverged last despite 33% mean
     rule, default = summaries[0], summaries[1]
     assert default.vs_baseline is None  # pytorch_default is the baseline by default
     assert rule.vs_baseline.difference.mean == pytest.approx(0.5667, abs=1e-4)
@@ -171,8 +176,7 @@ def study_rows():
         for (name, depth), accs in STUDY_ACCS.items():
             if (name, depth, activation) == ("rule", 32, "tanh"):
                 continue
-            r = row(f"{name} depth={depth} activation={activation}", scheme[name], accs)
-            r.row, r.axes = name, {"model.depth": depth, "model.activation": activation}
+            r = row(name, scheme[name], accs, axes={"model.depth": depth, "model.activation": activation})
             for s in r.seeds:  # a deeper net has more layers: its output std falls with depth for "rule"
                 s.diagnostics = [{"layer": str(i), "act_std": 0.5**i, "grad_norm": 1.0} for i in range(depth + 1)]
             rows.append(r)
@@ -186,7 +190,7 @@ def _ci(values):
 
 
 def test_grid_report_has_a_heatmap_per_activation_and_a_summary_with_intervals(tmp_path):
-    from initsweep.gridreport import grid_panels, summary_lines
+    from initsweep.report.grid import grid_panels, summary_lines
 
     sweep = parse_config(STUDY)
     panels = grid_panels(study_rows(), sweep)
@@ -214,6 +218,6 @@ def test_grid_report_has_a_heatmap_per_activation_and_a_summary_with_intervals(t
         image = matplotlib.image.imread(tmp_path / "r" / "plots" / name)
         assert image.shape[0] > 300 and image.shape[1] > 600, name
     # Paired comparisons stay within one grid combination: rule at depth 32 (relu) against default there.
-    vs = {s.row.name: s.vs_baseline for s in report.summaries}
+    vs = {s.trial.name: s.vs_baseline for s in report.summaries}
     assert vs["rule depth=32 activation=relu"].difference.mean == pytest.approx(10.0 - 35.0)
     assert vs["default depth=32 activation=relu"] is None

@@ -15,15 +15,16 @@ import torch
 from scipy import stats
 from torch import nn
 
-from initsweep.schemes import (
+from initsweep.catalog.schemes import (
+    NONLINEARITIES,
     SCHEMES,
     SchemeError,
-    apply_scheme,
     get_scheme,
     matching_gain,
     resolve_auto,
     validate_params,
 )
+from initsweep.engine.schemes import RULES, apply_scheme
 
 
 def _uniform(lo, hi):
@@ -195,6 +196,17 @@ def test_lsuv_without_a_batch_is_an_error():
 def test_bad_scheme_or_param_names_it(scheme, params, match):
     with pytest.raises(SchemeError, match=match):
         validate_params(scheme, params)
+
+
+def test_every_scheme_has_a_weight_rule_or_works_on_the_whole_model():
+    assert set(RULES) == {name for name, s in SCHEMES.items() if not s.whole_model}
+
+
+@pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
+def test_the_gain_table_is_torchs_calculate_gain(nonlinearity):
+    from initsweep.catalog import schemes as catalog
+
+    assert catalog._GAIN_OF[nonlinearity] == pytest.approx(nn.init.calculate_gain(nonlinearity))
 
 
 def test_registry_entries_are_self_consistent():

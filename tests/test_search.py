@@ -7,9 +7,10 @@ import pickle
 import optuna
 import pytest
 
+from initsweep.catalog.schemes import SCHEMES, Range
 from initsweep.config import SearchConfig, parse_config
-from initsweep.schemes import SCHEMES, Range
-from initsweep.search import OptunaSpace, grid_cells, make_sampler, row_from_params, trial_from_params
+from initsweep.sweep.search import BatchedOptunaSearch, OptunaSpace, make_sampler
+from initsweep.sweep.space import grid_cells, row_from_params, trial_from_params
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -89,42 +90,49 @@ def test_grid_cells_round_trip_to_the_sweeps_trials():
     assert [trial_from_params(sweep, {"cell": c}) for c in cells] == sweep.trials()
 
 
+def _searcher(cfg: SearchConfig, storage, batch_size: int = 2) -> BatchedOptunaSearch:
+    return BatchedOptunaSearch(cfg, study="s", storage=storage, metric="objective", mode="max", batch_size=batch_size)
+
+
 def test_a_searcher_restored_from_older_state_still_closes_each_optuna_trial_once(tmp_path):
     """A killed driver can leave Tune's searcher state older than its trial states and the study: the
     restored searcher meets a trial it never suggested, or one the dead driver already told Optuna."""
-    from ray.tune.search.optuna import OptunaSearch
-
-    from initsweep.tuning import ResumableOptunaSearch
-
     cfg = search(uniform_fan_in={"c": [0.5, 2.0]})
-    backend = optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log"))
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.log")))
 
-    def searcher(kind=ResumableOptunaSearch):
-        return kind(
-            space=OptunaSpace(cfg),
-            metric="objective",
-            mode="max",
-            sampler=make_sampler(cfg),
-            study_name="s",
-            storage=optuna.storages.JournalStorage(backend),
-        )
-
-    live = searcher()
+    live = _searcher(cfg, storage)
     live.save(str(tmp_path / "older.pkl"))  # the state a killed driver left behind ...
     first, second = live.suggest("t1"), live.suggest("t2")  # ... before it suggested these two
     live.on_trial_complete("t2", {"objective": 70.0, "config": second})  # and told Optuna about t2
 
-    stock = searcher(OptunaSearch)
-    stock.restore(str(tmp_path / "older.pkl"))
-    with pytest.raises(KeyError):
-        stock.on_trial_complete("t1", {"objective": 60.0, "config": first})
-
-    restored = searcher()
+    restored = _searcher(cfg, storage)
     restored.restore(str(tmp_path / "older.pkl"))
-    restored.on_trial_result("t1", {"objective": 55.0, "training_iteration": 1, "config": first})
     restored.on_trial_complete("t1", {"objective": 60.0, "config": first})
-    restored.on_trial_result("t2", {"objective": 70.0, "training_iteration": 1, "config": second})
     restored.on_trial_complete("t2", {"objective": 70.0, "config": second})
-    study = optuna.load_study(study_name="s", storage=optuna.storages.JournalStorage(backend))
+    study = optuna.load_study(study_name="s", storage=storage)
     assert [(t.state.name, t.value) for t in study.trials] == [("COMPLETE", 60.0), ("COMPLETE", 70.0)]
-    assert study.trials[0].intermediate_values == {1: 55.0}
+    assert restored.suggest("t3") is not None  # the batch is done: the next one starts
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "qmc"])
+def test_a_seeded_search_draws_the_same_configs_whatever_order_results_come_back(sampler):
+    """Batches of 2: the next batch is drawn only once both results are in, so the order they arrive
+    in (and which trial is slower) cannot change what the sampler sees."""
+
+    def run(order_within_batch) -> list[dict]:
+        cfg = SearchConfig(schemes={"uniform_fan_in": {}, "normal_fan_in": {}}, n_trials=16, sampler=sampler, seed=3)
+        searcher = _searcher(cfg, optuna.storages.InMemoryStorage())
+        drawn = []
+        for batch in range(8):
+            ids = [f"t{batch}a", f"t{batch}b"]
+            configs = [searcher.suggest(i) for i in ids]
+            assert searcher.suggest(f"t{batch}c") is None  # the batch is full until both are told
+            drawn += configs
+            for i in order_within_batch(ids):
+                c = configs[ids.index(i)]
+                searcher.on_trial_complete(i, {"objective": 50 + 10 * c[f"{c['scheme']}.c"], "config": c})
+        return drawn
+
+    in_order = run(lambda ids: ids)
+    assert in_order == run(lambda ids: ids[::-1])
+    assert len({str(c) for c in in_order}) == 16

@@ -7,7 +7,7 @@ import math
 import pytest
 from scipy import stats
 
-from initsweep.stats import mean_ci, paired_difference
+from initsweep.report.stats import mean_ci, paired_difference
 
 A = [85.1, 85.6, 84.9, 86.0, 85.4]
 B = [84.7, 85.5, 84.2, 85.6, 85.0]

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from initsweep.config import TrialConfig
-from initsweep.train import DIVERGED_ACCURACY, DIVERGED_LOSS, run_trial, seed_streams
+from initsweep.engine.train import DIVERGED_ACCURACY, DIVERGED_LOSS, run_trial, seed_streams
 
 METRICS = {"train_loss", "last_batch_loss", "val_loss", "val_accuracy"}
 
 
 def trial(**changes) -> TrialConfig:
-    raw = {"seeds": [0], "scheme": {"scheme": "uniform_fan_in", "c": 1}, "train": {"epochs": 2}}
+    raw = {"seeds": [0], "row": {"scheme": "uniform_fan_in", "c": 1}, "train": {"epochs": 2}}
     raw.update(changes)
     return TrialConfig.model_validate(raw)
 
@@ -43,7 +43,7 @@ def test_per_epoch_metrics_and_k_step_losses(small_data):
 
 
 def test_same_config_and_seeds_give_identical_metrics(small_data):
-    cfg = trial(seeds=[0, 1], scheme={"scheme": "uniform", "low": -0.5, "high": 0.5})
+    cfg = trial(seeds=[0, 1], row={"scheme": "uniform", "low": -0.5, "high": 0.5})
     first, second = run_trial(cfg, small_data), run_trial(cfg, small_data)
     assert [as_tuple(s) for s in first.seeds] == [as_tuple(s) for s in second.seeds]
 
@@ -114,7 +114,7 @@ def test_sgd_and_cnn_train(small_data):
 
 def test_init_diagnostics_show_why_constant_schemes_fail(small_data):
     def diag(scheme):
-        return run_trial(trial(scheme=scheme, train={"epochs": 1}), small_data).seeds[0].diagnostics
+        return run_trial(trial(row=scheme, train={"epochs": 1}), small_data).seeds[0].diagnostics
 
     zeros, ones = diag({"scheme": "constant", "value": 0}), diag({"scheme": "constant", "value": 1})
     rule, he = diag("uniform_fan_in"), diag("kaiming_normal")
@@ -137,12 +137,12 @@ def test_init_diagnostics_show_why_constant_schemes_fail(small_data):
 @pytest.mark.slow
 def test_reproduces_the_founding_table_on_full_data():
     """Full 48k/12k data, 2 epochs, one seed: inside the ranges DESIGN §1 measured (widened by 1.5 pp)."""
-    from initsweep.data import load_data
+    from initsweep.engine.data import load_data
 
     data = load_data("fashion_mnist")
     cfg = {"train": {"val_train_mode": True}}
-    centered = run_trial(trial(scheme={"scheme": "uniform", "low": -0.5, "high": 0.5}, **cfg), data).seeds[0].final
-    rule = run_trial(trial(scheme={"scheme": "uniform_fan_in", "c": 1}, **cfg), data).seeds[0].final
+    centered = run_trial(trial(row={"scheme": "uniform", "low": -0.5, "high": 0.5}, **cfg), data).seeds[0].final
+    rule = run_trial(trial(row={"scheme": "uniform_fan_in", "c": 1}, **cfg), data).seeds[0].final
     # published (dropout on): 74.9 / 75.8 and 84.8 / 85.2; ours measured 75.2-75.9 and 85.1-85.4
     assert 73.7 <= centered["val_accuracy_train_mode"] <= 77.4
     assert 79.1 <= centered["val_accuracy"] <= 83.4  # eval mode: the sound number is higher

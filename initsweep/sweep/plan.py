@@ -3,9 +3,9 @@ resolved parameters, or the space a search draws from, and the resources they as
 
 from __future__ import annotations
 
+from initsweep.catalog.datasets import DATASETS
+from initsweep.catalog.schemes import Range
 from initsweep.config import SweepConfig
-from initsweep.data import DATASETS
-from initsweep.schemes import Range
 
 __all__ = ["describe"]
 
@@ -57,7 +57,7 @@ def describe(sweep: SweepConfig) -> str:
             axes = "; ".join(f"{k} in [{', '.join(_value(v) for v in vs)}]" for k, vs in sweep.grid.items())
             lines += [f"{len(sweep.schemes)} scheme rows x {len(sweep.combinations())} grid combinations: {axes}", ""]
         rows = [
-            (str(i), t.name, t.scheme.scheme, ", ".join(f"{k}={_value(v)}" for k, v in t.scheme.params.items()) or "-")
+            (str(i), t.name, t.row.scheme, ", ".join(f"{k}={_value(v)}" for k, v in t.row.params.items()) or "-")
             for i, t in enumerate(sweep.trials(), 1)
         ]
         header = ("#", "trial", "scheme", "params (resolved)")

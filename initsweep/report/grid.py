@@ -12,10 +12,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from initsweep.catalog.datasets import DATASETS
 from initsweep.config import SweepConfig, axis_label
-from initsweep.data import DATASETS
-from initsweep.report import ReportRow, ci_cell, md_table
-from initsweep.stats import Interval, mean_ci
+from initsweep.report.stats import Interval, mean_ci
+from initsweep.report.tables import ci_cell, md_table
+from initsweep.results import TrialResult
 
 __all__ = ["GridPanel", "grid_panels", "grid_section", "summary_lines"]
 
@@ -33,11 +34,11 @@ class GridPanel:
     """The column axis' short name (`depth`)."""
     columns: list
     rows: list[str]
-    cells: dict[tuple[str, object], ReportRow]
+    cells: dict[tuple[str, object], TrialResult]
     """(row, column value) -> the trial; a failed trial has no cell."""
     intervals: dict[tuple[str, object], Interval]
 
-    def deepest(self, row: str) -> ReportRow | None:
+    def deepest(self, row: str) -> TrialResult | None:
         """The row's trial with the most layers (for signal propagation)."""
         found = [self.cells[row, c] for c in self.columns if (row, c) in self.cells]
         return max(found, key=lambda r: len(r.seeds[0].diagnostics), default=None)
@@ -48,7 +49,7 @@ def _sorted(values: list) -> list:
     return sorted(values) if numeric else list(values)
 
 
-def grid_panels(rows: list[ReportRow], sweep: SweepConfig) -> list[GridPanel]:
+def grid_panels(results: list[TrialResult], sweep: SweepConfig) -> list[GridPanel]:
     """The grid's panels, in the config's order; none without axes."""
     if not sweep.grid:
         return []
@@ -59,8 +60,8 @@ def grid_panels(rows: list[ReportRow], sweep: SweepConfig) -> list[GridPanel]:
     panels = []
     for values in itertools.product(*(sweep.grid[k] for k in panel_keys)):
         fixed = dict(zip(panel_keys, values, strict=True))
-        mine = [r for r in rows if all(r.axes.get(k) == v for k, v in fixed.items())]
-        cells = {(r.row, r.axes.get(column_key)): r for r in mine}
+        mine = [r for r in results if all(r.axes.get(k) == v for k, v in fixed.items())]
+        cells = {(r.row_name, r.axes.get(column_key)): r for r in mine}
         intervals = {key: mean_ci([s.final[metric] for s in r.seeds], level) for key, r in cells.items()}
         title = ", ".join(f"{axis_label(k, sweep.grid)}={v}" for k, v in fixed.items())
         panels.append(GridPanel(title, axis_label(column_key, sweep.grid), columns, names, cells, intervals))

@@ -1,13 +1,12 @@
-"""The init-scheme registry: one plain dict, name -> `Scheme`.
+"""The init-scheme registry: one plain dict, name -> `Scheme` (its parameters; no torch here).
 
-A scheme draws the weights of every `Linear` and `Conv` layer from an explicit `torch.Generator`, so the
-same init seed always gives the same network. Each scheme lists its parameters with a default, the
-domain a value must lie in, and the range a search explores (the `y` of uniform[-y, y], a gain).
-Gains and He init's nonlinearity default to "auto": the value matching the model's activation, as
-`torch.nn.init.calculate_gain` gives it (relu sqrt(2), tanh 5/3), resolved for each trial.
+Each scheme lists its parameters with a default, the domain a value must lie in, and the range a search
+explores (the `y` of uniform[-y, y], a gain). Gains and He init's nonlinearity default to "auto": the value
+matching the model's activation, as `torch.nn.init.calculate_gain` gives it (relu sqrt(2), tanh 5/3),
+resolved for each trial. The weight rule that draws each scheme is in `initsweep.engine.schemes`.
 
-Add a scheme: write its weight rule, add one `Scheme(...)` to `SCHEMES`; the registry-wide tests in
-`tests/test_schemes.py` then check it, and add its expected moments to their table.
+Add a scheme: one `Scheme(...)` here, its rule in `initsweep.engine.schemes.RULES`, its expected moments
+in `tests/test_schemes.py`; the registry-wide tests then check it.
 """
 
 from __future__ import annotations
@@ -16,28 +15,24 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-import torch
-from torch import nn
-
 __all__ = [
+    "AUTO",
     "BIAS_MODES",
-    "INIT_LAYERS",
+    "NONLINEARITIES",
     "SCHEMES",
     "Param",
     "Range",
     "Scheme",
     "SchemeError",
-    "apply_scheme",
     "get_scheme",
-    "init_layers",
     "matching_gain",
     "matching_nonlinearity",
     "resolve_auto",
     "resolve_search",
+    "typed_params",
     "validate_params",
 ]
 
-INIT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NONLINEARITIES = ("linear", "relu", "leaky_relu", "tanh", "sigmoid", "selu")
 BIAS_MODES = ("zeros", "constant", "default")
 AUTO = "auto"
@@ -85,42 +80,15 @@ class Param:
         return int(value) if self.integer else float(value)
 
 
-WeightRule = Callable[..., None]
-"""`rule(weight, generator, **params)` fills `weight` in place."""
-
-
 @dataclass(frozen=True)
 class Scheme:
     name: str
     description: str
-    rule: WeightRule | None
-    """Fills one weight tensor; None for schemes that work on the whole model (lsuv, pytorch_default)."""
     params: Mapping[str, Param] = field(default_factory=dict)
     check: Callable[[Mapping[str, float | str]], str | None] | None = None
     """Cross-parameter check (low < high); returns the problem, or None."""
-
-
-def fan_in(weight: torch.Tensor) -> int:
-    """Inputs per output unit: in_features for Linear, in_channels * kernel size for Conv."""
-    return weight[0].numel()
-
-
-def _uniform_fan_in(w: torch.Tensor, g: torch.Generator, c: float) -> None:
-    y = c / math.sqrt(fan_in(w))
-    nn.init.uniform_(w, -y, y, generator=g)
-
-
-def _normal_fan_in(w: torch.Tensor, g: torch.Generator, c: float) -> None:
-    nn.init.normal_(w, 0.0, c / math.sqrt(fan_in(w)), generator=g)
-
-
-def _sparse(w: torch.Tensor, g: torch.Generator, sparsity: float, std: float) -> None:
-    """As `nn.init.sparse_`, whose zero positions ignore its generator (torch 2.14 draws them from the
-    global RNG); a conv weight is viewed as (out, in * kernel)."""
-    w2 = w.view(w.shape[0], -1)
-    w2.normal_(0.0, std, generator=g)
-    rows_per_column = torch.rand(w2.shape, generator=g, device=w.device).argsort(dim=0)
-    w2.scatter_(0, rows_per_column[: math.ceil(sparsity * w2.shape[0])], 0.0)
+    whole_model: bool = False
+    """Works on the whole model (lsuv, pytorch_default) rather than by one rule per weight."""
 
 
 def _low_below_high(p: Mapping[str, float | str]) -> str | None:
@@ -129,6 +97,7 @@ def _low_below_high(p: Mapping[str, float | str]) -> str | None:
 
 _GAIN = Param(AUTO, domain=(0.0, math.inf), open_low=True, search=(0.1, 10.0), log=True, auto=True)
 _FAN_C = Param(1.0, domain=(0.0, math.inf), open_low=True, search=(0.1, 10.0), log=True)
+_STD = Param(0.05, domain=(0.0, math.inf), open_low=True, search=(1e-3, 1.0), log=True)
 _KAIMING = {
     "a": Param(0.0, domain=(0.0, math.inf), search=(0.0, 1.0)),
     "mode": Param("fan_in", choices=("fan_in", "fan_out")),
@@ -141,77 +110,34 @@ SCHEMES: dict[str, Scheme] = {
         Scheme(
             "constant",
             "every weight = value (the seed's all-zeros and all-ones rows)",
-            lambda w, g, value: nn.init.constant_(w, value),
             {"value": Param(0.0, search=(-1.0, 1.0))},
         ),
         Scheme(
             "uniform",
             "U(low, high) (the seed's [0, 1) and [-0.5, 0.5) rows)",
-            lambda w, g, low, high: nn.init.uniform_(w, low, high, generator=g),
             {"low": Param(0.0, search=(-1.0, 1.0)), "high": Param(1.0, search=(-1.0, 1.0))},
             check=_low_below_high,
         ),
         Scheme(
             "uniform_symmetric",
             "U(-y, y) with a fixed y, whatever the layer's size",
-            lambda w, g, y: nn.init.uniform_(w, -y, y, generator=g),
             {"y": Param(0.05, domain=(0.0, math.inf), open_low=True, search=(1e-3, 1.0), log=True)},
         ),
         Scheme(
             "normal",
             "N(mean, std^2) with a fixed std, whatever the layer's size",
-            lambda w, g, mean, std: nn.init.normal_(w, mean, std, generator=g),
-            {
-                "mean": Param(0.0, search=(-0.1, 0.1)),
-                "std": Param(0.05, domain=(0.0, math.inf), open_low=True, search=(1e-3, 1.0), log=True),
-            },
+            {"mean": Param(0.0, search=(-0.1, 0.1)), "std": _STD},
         ),
-        Scheme(
-            "uniform_fan_in",
-            "U(-y, y), y = c / sqrt(fan_in) (the seed's 'general rule' at c = 1)",
-            _uniform_fan_in,
-            {"c": _FAN_C},
-        ),
-        Scheme(
-            "normal_fan_in",
-            "N(0, y^2), y = c / sqrt(fan_in) (the seed's normal row at c = 1)",
-            _normal_fan_in,
-            {"c": _FAN_C},
-        ),
-        Scheme(
-            "xavier_uniform",
-            "Glorot: U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out))",
-            lambda w, g, gain: nn.init.xavier_uniform_(w, gain, generator=g),
-            {"gain": _GAIN},
-        ),
-        Scheme(
-            "xavier_normal",
-            "Glorot: N(0, s^2), s = gain * sqrt(2 / (fan_in + fan_out))",
-            lambda w, g, gain: nn.init.xavier_normal_(w, gain, generator=g),
-            {"gain": _GAIN},
-        ),
-        Scheme(
-            "kaiming_uniform",
-            "He: U(-b, b), b = gain(nonlinearity, a) * sqrt(3 / fan)",
-            lambda w, g, a, mode, nonlinearity: nn.init.kaiming_uniform_(w, a, mode, nonlinearity, generator=g),
-            _KAIMING,
-        ),
-        Scheme(
-            "kaiming_normal",
-            "He: N(0, s^2), s = gain(nonlinearity, a) / sqrt(fan)",
-            lambda w, g, a, mode, nonlinearity: nn.init.kaiming_normal_(w, a, mode, nonlinearity, generator=g),
-            _KAIMING,
-        ),
-        Scheme(
-            "orthogonal",
-            "a (semi-)orthogonal matrix times gain (Saxe et al.)",
-            lambda w, g, gain: nn.init.orthogonal_(w, gain, generator=g),
-            {"gain": _GAIN},
-        ),
+        Scheme("uniform_fan_in", "U(-y, y), y = c / sqrt(fan_in) (the seed's 'general rule' at c = 1)", {"c": _FAN_C}),
+        Scheme("normal_fan_in", "N(0, y^2), y = c / sqrt(fan_in) (the seed's normal row at c = 1)", {"c": _FAN_C}),
+        Scheme("xavier_uniform", "Glorot: U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out))", {"gain": _GAIN}),
+        Scheme("xavier_normal", "Glorot: N(0, s^2), s = gain * sqrt(2 / (fan_in + fan_out))", {"gain": _GAIN}),
+        Scheme("kaiming_uniform", "He: U(-b, b), b = gain(nonlinearity, a) * sqrt(3 / fan)", _KAIMING),
+        Scheme("kaiming_normal", "He: N(0, s^2), s = gain(nonlinearity, a) / sqrt(fan)", _KAIMING),
+        Scheme("orthogonal", "a (semi-)orthogonal matrix times gain (Saxe et al.)", {"gain": _GAIN}),
         Scheme(
             "trunc_normal",
             "N(0, std^2) truncated to [-bound * std, bound * std]",
-            lambda w, g, std, bound: nn.init.trunc_normal_(w, 0.0, std, -bound * std, bound * std, generator=g),
             {
                 "std": Param(0.02, domain=(0.0, math.inf), open_low=True, search=(1e-3, 1.0), log=True),
                 "bound": Param(2.0, domain=(0.0, math.inf), open_low=True, search=(0.5, 4.0)),
@@ -220,7 +146,6 @@ SCHEMES: dict[str, Scheme] = {
         Scheme(
             "sparse",
             "N(0, std^2) with a fraction `sparsity` of each column set to zero (Martens)",
-            _sparse,
             {
                 "sparsity": Param(0.1, domain=(0.0, 1.0), search=(0.0, 0.99)),
                 "std": Param(0.01, domain=(0.0, math.inf), open_low=True, search=(1e-3, 1.0), log=True),
@@ -229,13 +154,13 @@ SCHEMES: dict[str, Scheme] = {
         Scheme(
             "lsuv",
             "orthogonal, then each layer rescaled to unit output variance on one batch (Mishkin & Matas)",
-            None,
             {
                 "tol": Param(0.1, domain=(0.0, 1.0), open_low=True, search=(0.01, 0.5), log=True),
                 "max_iter": Param(10, domain=(1, 100), search=(1, 20), integer=True),
             },
+            whole_model=True,
         ),
-        Scheme("pytorch_default", "the layers' own reset_parameters(), bias included", None),
+        Scheme("pytorch_default", "the layers' own reset_parameters(), bias included", whole_model=True),
     ]
 }
 
@@ -261,8 +186,27 @@ def validate_params(name: str, params: Mapping[str, object]) -> dict[str, float 
     return full
 
 
+def typed_params(name: str, text: Mapping[str, str]) -> dict[str, float | int | str]:
+    """A scheme's parameters read back from strings (MLflow params) to the registry's types."""
+    out: dict[str, float | int | str] = {}
+    for key, p in get_scheme(name).params.items():
+        if key in text:
+            value = text[key]
+            out[key] = value if p.choices or value == AUTO else int(float(value)) if p.integer else float(value)
+    return out
+
+
 # calculate_gain's name for each model activation; it has no GELU, which is ReLU-like and takes ReLU's.
 _NONLINEARITY_OF = {"relu": "relu", "tanh": "tanh", "selu": "selu", "identity": "linear", "gelu": "relu"}
+# torch.nn.init.calculate_gain for each nonlinearity (leaky_relu at its default slope 0.01).
+_GAIN_OF = {
+    "linear": 1.0,
+    "sigmoid": 1.0,
+    "relu": math.sqrt(2.0),
+    "leaky_relu": math.sqrt(2.0 / (1 + 0.01**2)),
+    "tanh": 5.0 / 3,
+    "selu": 3.0 / 4,
+}
 
 
 def matching_nonlinearity(activation: str) -> str:
@@ -275,7 +219,7 @@ def matching_nonlinearity(activation: str) -> str:
 
 def matching_gain(activation: str) -> float:
     """The gain that keeps the signal's scale through `activation`: relu sqrt(2), tanh 5/3, identity 1."""
-    return nn.init.calculate_gain(matching_nonlinearity(activation))
+    return _GAIN_OF[matching_nonlinearity(activation)]
 
 
 def resolve_auto(name: str, params: Mapping[str, object], activation: str | None) -> dict[str, float | int | str]:
@@ -289,78 +233,6 @@ def resolve_auto(name: str, params: Mapping[str, object], activation: str | None
     for key in auto:
         full[key] = matching_nonlinearity(activation) if scheme.params[key].choices else matching_gain(activation)
     return full
-
-
-def init_layers(model: nn.Module) -> list[nn.Module]:
-    """The layers whose weights a scheme initializes, in forward-definition order."""
-    return [m for m in model.modules() if isinstance(m, INIT_LAYERS)]
-
-
-@torch.no_grad()
-def apply_scheme(
-    model: nn.Module,
-    name: str,
-    params: Mapping[str, object] | None = None,
-    *,
-    seed: int,
-    bias: str = "zeros",
-    bias_value: float = 0.0,
-    batch: torch.Tensor | None = None,
-    activation: str | None = None,
-) -> nn.Module:
-    """Initialize `model` in place with scheme `name` from `seed`; returns the model.
-
-    Every layer is first reset with its own `reset_parameters()` under `seed` (that is the whole of
-    `pytorch_default`); then the scheme overwrites each weight, and `bias` sets the biases:
-    `zeros` (the seed's choice), `constant` (`bias_value`) or `default` (the layer's own).
-    `lsuv` needs `batch`, a batch of inputs to measure each layer's output variance on. A gain or
-    nonlinearity given as "auto" matches `activation`, the model's nonlinearity.
-    """
-    full = resolve_auto(name, params or {}, activation)
-    if bias not in BIAS_MODES:
-        raise SchemeError(f"{bias!r} is not one of {', '.join(BIAS_MODES)}", "bias")
-    layers = init_layers(model)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for layer in layers:
-            layer.reset_parameters()
-    if name == "pytorch_default":
-        return model
-
-    generator = torch.Generator(device=layers[0].weight.device if layers else "cpu").manual_seed(seed)
-    rule = SCHEMES[name].rule
-    for layer in layers:
-        if rule is None:  # lsuv starts from an orthogonal init
-            nn.init.orthogonal_(layer.weight, generator=generator)
-        else:
-            rule(layer.weight, generator, **full)
-        if layer.bias is not None and bias != "default":
-            layer.bias.fill_(bias_value if bias == "constant" else 0.0)
-    if name == "lsuv":
-        if batch is None:
-            raise SchemeError("lsuv needs a batch of inputs to measure output variance on")
-        _lsuv_rescale(model, layers, batch, tol=float(full["tol"]), max_iter=int(full["max_iter"]))
-    return model
-
-
-def _lsuv_rescale(model: nn.Module, layers: list[nn.Module], batch: torch.Tensor, tol: float, max_iter: int) -> None:
-    """Scale each layer's weight, first to last, until its output variance on `batch` is 1 +- tol."""
-    was_training = model.training
-    model.eval()
-    captured: list[torch.Tensor] = []
-    for layer in layers:
-        hook = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
-        try:
-            for _ in range(max_iter):
-                captured.clear()
-                model(batch)
-                var = captured[0].var().item()
-                if not math.isfinite(var) or var == 0.0 or abs(var - 1.0) < tol:
-                    break
-                layer.weight.div_(math.sqrt(var))
-        finally:
-            hook.remove()
-    model.train(was_training)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
-"""The pure training loop: `run_trial(TrialConfig, Data) -> TrialResult`. No Ray, no MLflow.
+"""The pure training loop: `run_trial(TrialConfig, Data) -> TrialResult`. No Ray, no MLflow, no Optuna.
 
 A trial trains one scheme on each of its replicate seeds. Each seed derives three independent streams
 (init, data order, dropout) from itself alone, so a seed's result does not depend on which other seeds
 share the trial, and two schemes trained on the same seed see the same batches (paired comparisons).
 Seeds advance epoch by epoch together, so `on_epoch` sees every seed's metrics for an epoch at once.
-MLPs train all their seeds as one packed model (`initsweep.packed`); other models (the CNN) train their
+MLPs train all their seeds as one packed model (`initsweep.engine.packed`); other models (the CNN) train their
 seeds one after another.
 
 A trial can stop after any epoch and go on later: `on_epoch` gets a snapshot of the whole training
@@ -18,11 +18,9 @@ metrics from then on are the finite penalties `DIVERGED_LOSS` and `DIVERGED_ACCU
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -30,18 +28,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from initsweep.config import TrialConfig
-from initsweep.data import Data, Split
-from initsweep.diagnostics import init_diagnostics
-from initsweep.models import build_model
-from initsweep.packed import PackedMLP, packable, packed_cross_entropy
-from initsweep.schemes import apply_scheme
+from initsweep.engine.data import Data, Split
+from initsweep.engine.diagnostics import init_diagnostics
+from initsweep.engine.models import build_model
+from initsweep.engine.packed import PackedMLP, packable, packed_cross_entropy
+from initsweep.engine.schemes import apply_scheme
+from initsweep.results import SeedResult, TrialResult
 
 __all__ = [
     "DIVERGED_ACCURACY",
     "DIVERGED_LOSS",
     "PROBE_SIZE",
-    "SeedResult",
-    "TrialResult",
     "evaluate",
     "run_trial",
     "seed_streams",
@@ -58,45 +55,6 @@ EpochCallback = Callable[[int, list["SeedResult"], Callable[[], dict]], None]
 """`on_epoch(epoch, seeds, snapshot)` after every seed trained epoch `epoch` (1-based): each `SeedResult`
 so far, its `epochs[-1]` that epoch's metrics (after the last epoch `test_accuracy` is set too), and
 `snapshot()`, the training state to pass as `run_trial(resume=...)` (built only when called)."""
-
-
-@dataclass
-class SeedResult:
-    seed: int
-    epochs: list[dict[str, float]] = field(default_factory=list)
-    """Per epoch: train_loss (epoch mean), last_batch_loss, val_loss, val_accuracy (%, eval mode),
-    and val_accuracy_train_mode (%, dropout on) when asked for."""
-    step_losses: list[tuple[int, float]] = field(default_factory=list)
-    """(step, training loss) every `train.log_every` steps, for loss curves."""
-    test_accuracy: float | None = None
-    """Measured after the last epoch (`DIVERGED_ACCURACY` for a diverged seed); None if stopped early."""
-    diverged_step: int | None = None
-    diagnostics: list[dict[str, float | str]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def diverged(self) -> bool:
-        return self.diverged_step is not None
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SeedResult:
-        return cls(**(d | {"step_losses": [tuple(x) for x in d["step_losses"]]}))
-
-    @property
-    def final(self) -> dict[str, float]:
-        """The last epoch's metrics, plus test_accuracy once measured."""
-        test = {} if self.test_accuracy is None else {"test_accuracy": self.test_accuracy}
-        return self.epochs[-1] | test
-
-
-@dataclass
-class TrialResult:
-    config: TrialConfig
-    seeds: list[SeedResult]
-    seconds: float
 
 
 def seed_streams(seed: int) -> tuple[int, int, int]:
@@ -126,8 +84,8 @@ def _initialized_model(trial: TrialConfig, data: Data, seed: int) -> tuple[nn.Mo
     model = _build(trial, data)
     apply_scheme(
         model,
-        trial.scheme.scheme,
-        trial.scheme.params,
+        trial.row.scheme,
+        trial.row.params,
         seed=seed_streams(seed)[0],
         bias=trial.init.bias,
         bias_value=trial.init.bias_value,

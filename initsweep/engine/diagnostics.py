@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from initsweep.schemes import INIT_LAYERS
+from initsweep.engine.schemes import INIT_LAYERS
 
 __all__ = ["init_diagnostics"]
 

@@ -19,34 +19,14 @@ from pathlib import Path
 import torch
 from torchvision import datasets
 
-__all__ = ["DATASETS", "Data", "DataError", "DatasetSpec", "Split", "cache_dir", "load_data", "load_raw", "source_dir"]
+from initsweep.catalog.datasets import DATASETS, DatasetInfo
+from initsweep.config import ConfigError, DataConfig
+
+__all__ = ["Data", "DataError", "Split", "cache_dir", "load_configured", "load_data", "load_raw", "source_dir"]
 
 
-class DataError(RuntimeError):
+class DataError(ConfigError):
     """The dataset could not be found or fetched; the message names the paths tried and the fix."""
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    torchvision_class: type[datasets.MNIST]
-    train_size: int
-    num_classes: int
-    input_shape: tuple[int, int, int]
-    local_dir: str
-    """Where a system package ships the raw `.gz` files (the embedded default)."""
-    apt_package: str
-
-
-DATASETS: dict[str, DatasetSpec] = {
-    "fashion_mnist": DatasetSpec(
-        datasets.FashionMNIST,
-        train_size=60_000,
-        num_classes=10,
-        input_shape=(1, 28, 28),
-        local_dir="/usr/share/datasets/fashion-mnist",
-        apt_package="dataset-fashion-mnist",
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -78,20 +58,24 @@ class Data:
         return Data(self.train.to(device), self.val.to(device), self.test.to(device), self.num_classes)
 
 
+def _torchvision_class(spec: DatasetInfo) -> type[datasets.MNIST]:
+    return getattr(datasets, spec.torchvision_name)
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("INITSWEEP_DATA", "~/.cache/initsweep")).expanduser()
 
 
-def source_dir(spec: DatasetSpec) -> Path:
+def source_dir(spec: DatasetInfo) -> Path:
     """Where the dataset's raw `.gz` files are looked for: `INITSWEEP_DATA_SOURCE`, else the package's folder."""
     return Path(os.environ.get("INITSWEEP_DATA_SOURCE", spec.local_dir)).expanduser()
 
 
-def _raw_names(spec: DatasetSpec) -> list[str]:
-    return [filename for filename, _md5 in spec.torchvision_class.resources]
+def _raw_names(spec: DatasetInfo) -> list[str]:
+    return [filename for filename, _md5 in _torchvision_class(spec).resources]
 
 
-def _extract_local(spec: DatasetSpec, raw_folder: Path) -> bool:
+def _extract_local(spec: DatasetInfo, raw_folder: Path) -> bool:
     """Extract the system package's `.gz` files into torchvision's raw folder; False if absent."""
     sources = [source_dir(spec) / name for name in _raw_names(spec)]
     if not all(p.is_file() for p in sources):
@@ -113,11 +97,11 @@ def load_raw(name: str) -> tuple[Split, Split]:
     """The dataset's full train and test sets as float tensors in [0, 1], read once per process."""
     spec = DATASETS[name]
     root = cache_dir()
-    raw_folder = root / spec.torchvision_class.__name__ / "raw"
+    raw_folder = root / spec.torchvision_name / "raw"
     have = all((raw_folder / Path(n).stem).is_file() for n in _raw_names(spec))
     download = not have and not _extract_local(spec, raw_folder)
     try:
-        sets = [spec.torchvision_class(str(root), train=t, download=download) for t in (True, False)]
+        sets = [_torchvision_class(spec)(str(root), train=t, download=download) for t in (True, False)]
     except (RuntimeError, OSError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(
@@ -163,3 +147,14 @@ def load_data(
         mean, std = train.x.mean(), train.x.std()
         train, val, test = (Split((s.x - mean) / std, s.y) for s in (train, val, test))
     return Data(train, val, test, DATASETS[dataset].num_classes)
+
+
+def load_configured(config: DataConfig) -> Data:
+    """The data a sweep's `data` section describes, loaded once and shared by all its trials."""
+    return load_data(
+        config.dataset,
+        limit=config.limit,
+        val_fraction=config.val_fraction,
+        normalize=config.normalize,
+        split_seed=config.split_seed,
+    )

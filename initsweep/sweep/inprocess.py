@@ -10,22 +10,15 @@ from collections.abc import Callable
 import torch
 
 from initsweep.config import SweepConfig
-from initsweep.data import load_data
-from initsweep.train import TrialResult, run_trial
+from initsweep.engine.data import load_configured
+from initsweep.engine.train import run_trial
+from initsweep.results import TrialResult
 
-__all__ = ["default_device", "load_sweep_data", "run_in_process"]
+__all__ = ["default_device", "run_in_process"]
 
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_sweep_data(sweep: SweepConfig):
-    """The sweep's data, loaded once and shared by all its trials."""
-    d = sweep.data
-    return load_data(
-        d.dataset, limit=d.limit, val_fraction=d.val_fraction, normalize=d.normalize, split_seed=d.split_seed
-    )
 
 
 def run_in_process(
@@ -35,7 +28,7 @@ def run_in_process(
     on_trial: Callable[[int, int, TrialResult], None] | None = None,
 ) -> list[TrialResult]:
     """Train every trial of the sweep here; `on_trial(index, total, result)` after each."""
-    data = load_sweep_data(sweep)
+    data = load_configured(sweep.data)
     trials = sweep.trials()
     results = []
     for i, trial in enumerate(trials, 1):

@@ -1,6 +1,6 @@
 """The report's figures (matplotlib, Agg backend: no display needed). Each function writes one PNG.
 
-They read `ReportRow`s (a trial config and its seeds' results), so a report drawn at the end of a sweep
+They read `TrialResult`s (a trial config and its seeds' results), so a report drawn at the end of a sweep
 and one rebuilt from MLflow are the same pictures.
 """
 
@@ -16,10 +16,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from initsweep.catalog.schemes import Range
+
 if TYPE_CHECKING:
-    from initsweep.gridreport import GridPanel
-    from initsweep.report import ReportRow, RowSummary
-    from initsweep.schemes import Range
+    from initsweep.report.grid import GridPanel
+    from initsweep.report.summary import RowSummary
+    from initsweep.results import TrialResult
 
 __all__ = [
     "accuracy_by_scheme",
@@ -51,7 +53,7 @@ def _colors(n: int):
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def loss_curves(rows: list[ReportRow], path: Path) -> Path:
+def loss_curves(rows: list[TrialResult], path: Path) -> Path:
     """Training loss against step, mean over seeds with a min-max band: the founding experiment's plot."""
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for row, color in zip(rows, _colors(len(rows)), strict=True):
@@ -70,7 +72,7 @@ def loss_curves(rows: list[ReportRow], path: Path) -> Path:
     return _save(fig, path)
 
 
-def accuracy_by_scheme(rows: list[ReportRow], summaries: list[RowSummary], metric: str, path: Path) -> Path:
+def accuracy_by_scheme(rows: list[TrialResult], summaries: list[RowSummary], metric: str, path: Path) -> Path:
     """Each seed's final value as a dot, the mean with its confidence interval as a bar."""
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.4))
     ys = np.arange(len(rows))[::-1]
@@ -89,7 +91,7 @@ def accuracy_by_scheme(rows: list[ReportRow], summaries: list[RowSummary], metri
     return _save(fig, path)
 
 
-def signal_propagation(rows: list[ReportRow], path: Path) -> Path:
+def signal_propagation(rows: list[TrialResult], path: Path) -> Path:
     """Per-layer output std and weight-gradient norm at init (log scale): why a scheme fails."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     panels = {"act_std": [], "grad_norm": []}
@@ -115,11 +117,9 @@ def signal_propagation(rows: list[ReportRow], path: Path) -> Path:
 
 
 def objective_vs_params(
-    rows: list[ReportRow], space: dict[str, dict[str, Range | float | int | str]], metric: str, path: Path
+    rows: list[TrialResult], space: dict[str, dict[str, Range | float | int | str]], metric: str, path: Path
 ) -> Path:
     """One panel per searched parameter name: the objective against its value, coloured by scheme."""
-    from initsweep.schemes import Range
-
     panels: dict[str, list[tuple[str, Range]]] = {}
     for scheme, params in space.items():
         for name, r in params.items():
@@ -131,7 +131,7 @@ def objective_vs_params(
     colors = dict(zip(schemes, _colors(len(schemes)), strict=True))
     for ax, name in zip(axes[0], names, strict=True):
         for scheme, r in panels.get(name, []):
-            pts = [(row.params[name], row.objective) for row in rows if row.scheme == scheme and name in row.params]
+            pts = [(r.params[name], r.mean(metric)) for r in rows if r.scheme == scheme and name in r.params]
             if pts:
                 ax.scatter(*zip(*pts, strict=True), color=colors[scheme], label=scheme, s=18)
             if r.log:
@@ -144,10 +144,10 @@ def objective_vs_params(
     return _save(fig, path)
 
 
-def optimization_history(rows: list[ReportRow], mode: str, metric: str, path: Path) -> Path:
+def optimization_history(rows: list[TrialResult], mode: str, metric: str, path: Path) -> Path:
     """The objective of each trial in the order trials finished, and the best so far."""
     fig, ax = plt.subplots(figsize=(8, 4))
-    values = [row.objective for row in rows]
+    values = [r.mean(metric) for r in rows]
     best = np.maximum.accumulate(values) if mode == "max" else np.minimum.accumulate(values)
     ax.scatter(range(1, len(values) + 1), values, s=16, label="trial")
     ax.step(range(1, len(values) + 1), best, where="post", color="tab:red", label="best so far")

@@ -1,0 +1,167 @@
+"""The report people read: the ranked table with intervals and paired comparisons, the grid section,
+published numbers, plots, and the same content as Markdown, self-contained HTML and CSV.
+
+It reads `TrialResult`s only, built from in-process results or read back from MLflow, so the report
+written at the end of a sweep and one rebuilt from MLflow alone are the same files.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import markdown
+
+from initsweep.config import SweepConfig
+from initsweep.report import grid, plots
+from initsweep.report.summary import (
+    RowSummary,
+    baseline_of,
+    boundary_warnings,
+    importances,
+    reference_section,
+    result_table,
+    summarize,
+)
+from initsweep.report.tables import ci_cell, md_table, text_table
+from initsweep.results import TrialResult
+
+__all__ = ["Report", "build_report"]
+
+
+@dataclass
+class Report:
+    folder: Path
+    files: list[Path]
+    summaries: list[RowSummary]
+    text: str
+    """The result table for the terminal."""
+
+
+def build_report(
+    results: list[TrialResult],
+    sweep: SweepConfig,
+    folder: Path,
+    title_note: str = "",
+    failed: Sequence[tuple[str, str]] = (),
+) -> Report:
+    """Write report.md, report.html (images inlined), results.csv and plots/*.png into `folder`;
+    `failed` lists the trials that ended in an error, as (name, the error's last line)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    summaries = summarize(results, sweep)
+    ranked = [s.trial for s in summaries]
+    obj = sweep.objective
+    panels = grid.grid_panels(results, sweep)
+    grid_pngs = {}
+    if panels:
+        grid_pngs = {
+            f"Mean {obj.metric} across the grid": plots.grid_heatmap(
+                panels, obj.metric, folder / "plots" / "grid_heatmap.png"
+            ),
+            "Signal propagation at init, deepest network of each scheme": plots.signal_by_layer(
+                panels, folder / "plots" / "signal_by_depth.png"
+            ),
+        }
+    grid_md = grid.grid_section(panels, sweep, grid_pngs)
+    pngs = {
+        "Validation accuracy per scheme": plots.accuracy_by_scheme(
+            ranked, summaries, "val_accuracy", folder / "plots" / "val_accuracy.png"
+        ),
+        "Training loss": plots.loss_curves(ranked[:12], folder / "plots" / "loss_curves.png"),
+        "Signal propagation at init": plots.signal_propagation(
+            ranked[:12], folder / "plots" / "signal_propagation.png"
+        ),
+    }
+    notes: list[str] = []
+    if sweep.search is not None:
+        space = sweep.search.space()
+        pngs["Objective against each searched parameter"] = plots.objective_vs_params(
+            results, space, obj.metric, folder / "plots" / "objective_vs_params.png"
+        )
+        pngs["Optimization history"] = plots.optimization_history(
+            results, obj.mode, obj.metric, folder / "plots" / "optimization_history.png"
+        )
+        imp = importances(results, sweep)
+        if imp:
+            pngs["Parameter importances"] = plots.param_importances(imp, folder / "plots" / "param_importances.png")
+        notes = boundary_warnings(summaries, sweep)
+
+    header, cells = result_table(summaries, sweep)
+    with open(folder / "results.csv", "w", newline="") as f:
+        csv.writer(f).writerows([header, *cells])
+
+    md = _markdown(sweep, summaries, header, cells, pngs, notes, title_note, failed, grid_md)
+    (folder / "report.md").write_text(md)
+    (folder / "report.html").write_text(_html(md, sweep.name, folder))
+    files = [folder / "report.md", folder / "report.html", folder / "results.csv", *grid_pngs.values()]
+    files += pngs.values()
+    text = text_table(header, cells)
+    if failed:
+        text += "\n\nfailed (no result, after their retries):\n" + "\n".join(f"  {n}: {e}" for n, e in failed)
+    return Report(folder, files, summaries, text)
+
+
+def _markdown(sweep, summaries, header, cells, pngs, notes, title_note, failed=(), grid_md="") -> str:
+    obj, pct = sweep.objective, round(sweep.report.level * 100)
+    kind = "Optuna search" if sweep.search else "grid"
+    best = next((s for s in summaries if not s.diverged), None)
+    baseline_trial = baseline_of([s.trial for s in summaries], sweep)
+    baseline = baseline_trial.row_name if baseline_trial else None
+    parts = [
+        f"# initsweep report: {sweep.name}",
+        f"{kind} sweep, {len(summaries)} trials x {len(sweep.seeds)} seeds ({sweep.seeds}); "
+        f"{sweep.model.name} on {sweep.data.dataset}"
+        f"{f' ({sweep.data.limit} images)' if sweep.data.limit else ''}, {sweep.train.optimizer} "
+        f"lr {sweep.train.lr:g}, batch {sweep.train.batch_size}, {sweep.train.epochs} epochs. "
+        f"Objective: mean `{obj.metric}` over seeds ({obj.mode}). {title_note}".strip(),
+    ]
+    if best is not None:
+        parts.append(f"**Best:** {best.trial.name}, {obj.metric} {ci_cell(best.intervals[obj.metric])} ({pct}% CI).")
+    if grid_md:
+        parts.append(grid_md.rstrip())
+    parts.append(
+        f"## Results\n\nMeans over seeds with {pct}% t-intervals. `val acc` is measured in eval mode (the sound "
+        "number); `dropout-on` with dropout still active, as the founding notebook did. "
+        + (
+            f"Δ is each row minus the baseline ({baseline}{', with the same grid values' if sweep.grid else ''}), "
+            "paired by seed (seeds share data order and dropout streams), with a paired t-test. "
+            if baseline
+            else ""
+        )
+        + "Rows with a diverged seed are ranked last.\n\n"
+        + md_table(header, cells)
+    )
+    if failed:
+        parts.append(
+            "## Failed trials\n\nThese trials raised an error on every attempt (see `error.txt` in their MLflow "
+            "runs) and have no result:\n\n" + "\n".join(f"- {n}: `{e}`" for n, e in failed)
+        )
+    ref = reference_section(summaries, sweep)
+    if ref:
+        parts.append(ref)
+    if notes:
+        parts.append("## Search range\n\n" + "\n".join(f"- {n}" for n in notes))
+    for title, png in pngs.items():
+        parts.append(f"## {title}\n\n![{title}](plots/{png.name})")
+    return "\n\n".join(parts) + "\n"
+
+
+def _html(md: str, title: str, folder: Path) -> str:
+    """The Markdown as one self-contained HTML page (images inlined, so it opens inside MLflow's UI)."""
+    body = markdown.markdown(md, extensions=["tables"])
+    for png in sorted((folder / "plots").glob("*.png")):
+        data = base64.b64encode(png.read_bytes()).decode()
+        body = body.replace(f'src="plots/{png.name}"', f'src="data:image/png;base64,{data}"')
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
+        "img{max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>{body}</body></html>\n"
+    )

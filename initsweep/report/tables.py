@@ -1,0 +1,45 @@
+"""Number and table formatting shared by the terminal table, Markdown, CSV and the grid section."""
+
+from __future__ import annotations
+
+import math
+
+from initsweep.report.stats import Interval
+
+__all__ = ["ci_cell", "fmt", "md_table", "p_cell", "signed_ci", "text_table"]
+
+
+def fmt(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None or math.isnan(x) else f"{x:.{digits}f}"
+
+
+def ci_cell(ci: Interval | None) -> str:
+    """`mean [low, high]`; `mean (n=1)` for one seed; `-` for nothing."""
+    if ci is None:
+        return "-"
+    if math.isnan(ci.low):
+        return f"{ci.mean:.2f} (n=1)"
+    return f"{ci.mean:.2f} [{ci.low:.2f}, {ci.high:.2f}]"
+
+
+def signed_ci(ci: Interval) -> str:
+    if math.isnan(ci.low):
+        return f"{ci.mean:+.2f} (n=1)"
+    return f"{ci.mean:+.2f} [{ci.low:+.2f}, {ci.high:+.2f}]"
+
+
+def p_cell(p: float) -> str:
+    return "-" if math.isnan(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def text_table(header: list[str], cells: list[list[str]], left: int = 1) -> str:
+    """A fixed-width table for the terminal; column `left` (the names) aligned left, numbers right."""
+    widths = [max(len(r[i]) for r in [header, *cells]) for i in range(len(header))]
+    line = "  ".join(f"{{:{'<' if i == left else '>'}{w}}}" for i, w in enumerate(widths))
+    return "\n".join([line.format(*header), line.format(*("-" * w for w in widths))] + [line.format(*c) for c in cells])
+
+
+def md_table(header: list[str], cells: list[list[str]]) -> str:
+    esc = [[c.replace("|", "\\|") for c in row] for row in [header, *cells]]
+    lines = ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in esc[1:]])

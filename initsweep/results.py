@@ -1,0 +1,146 @@
+"""What a trial produces, defined once: metric names, the per-seed and per-trial records, the mean over
+seeds, and the rule for "best".
+
+The engine fills these records, the trainable ships them to the driver as JSON, MLflow stores them and
+gives them back, and the report reads them; every layer above uses these types and no copies of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from initsweep.config import TrialConfig
+
+__all__ = [
+    "EPOCH_METRICS",
+    "FINAL_METRICS",
+    "SeedResult",
+    "TrialResult",
+    "aggregate",
+    "best",
+    "rank_key",
+    "seeds_from_json",
+    "seeds_to_json",
+]
+
+EPOCH_METRICS = ("val_accuracy", "val_loss", "train_loss", "last_batch_loss", "val_accuracy_train_mode")
+"""Measured for every seed after every epoch (the last only when `train.val_train_mode` is on)."""
+FINAL_METRICS = ("val_accuracy", "val_accuracy_train_mode", "test_accuracy", "train_loss", "last_batch_loss")
+"""The report's columns: a seed's last-epoch metrics and its test accuracy."""
+
+T = TypeVar("T")
+
+
+@dataclass
+class SeedResult:
+    """One replicate seed of one trial."""
+
+    seed: int
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    """Per epoch: train_loss (epoch mean), last_batch_loss, val_loss, val_accuracy (%, eval mode),
+    and val_accuracy_train_mode (%, dropout on) when asked for."""
+    step_losses: list[tuple[int, float]] = field(default_factory=list)
+    """(step, training loss) every `train.log_every` steps, for loss curves."""
+    test_accuracy: float | None = None
+    """Measured after the last epoch (the diverged penalty for a diverged seed); None if stopped early."""
+    diverged_step: int | None = None
+    diagnostics: list[dict[str, float | str]] = field(default_factory=list)
+    """Per-layer statistics at init (`initsweep.engine.diagnostics`)."""
+    seconds: float = 0.0
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_step is not None
+
+    @property
+    def final(self) -> dict[str, float]:
+        """The last epoch's metrics, plus test_accuracy once measured."""
+        test = {} if self.test_accuracy is None else {"test_accuracy": self.test_accuracy}
+        return self.epochs[-1] | test
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SeedResult:
+        return cls(**(d | {"step_losses": [tuple(x) for x in d["step_losses"]]}))
+
+
+def seeds_to_json(seeds: Iterable[SeedResult]) -> str:
+    return json.dumps([s.to_dict() for s in seeds])
+
+
+def seeds_from_json(text: str | None) -> list[SeedResult]:
+    return [SeedResult.from_dict(d) for d in json.loads(text)] if text else []
+
+
+@dataclass
+class TrialResult:
+    """One trial config and its seeds; on Ray also Tune's trial id, the node, and the error if it failed."""
+
+    config: TrialConfig
+    seeds: list[SeedResult]
+    seconds: float = 0.0
+    trial_id: str = ""
+    error: str | None = None
+    """The error's text when the trial failed after its retries (then `seeds` may be empty)."""
+    node_id: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The trial's name: its row and grid values (`kaiming_normal(auto) depth=16`)."""
+        return self.config.name
+
+    @property
+    def row_name(self) -> str:
+        """The config row it ran, the same under every grid combination."""
+        return self.config.row.name
+
+    @property
+    def scheme(self) -> str:
+        return self.config.row.scheme
+
+    @property
+    def params(self) -> dict[str, float | int | str]:
+        return dict(self.config.row.params)
+
+    @property
+    def axes(self) -> dict[str, Any]:
+        return dict(self.config.axes)
+
+    @property
+    def n_diverged(self) -> int:
+        return sum(s.diverged for s in self.seeds)
+
+    def mean(self, metric: str) -> float:
+        """The mean over seeds of a final metric (the objective, for the objective's metric)."""
+        return statistics.fmean(s.final[metric] for s in self.seeds)
+
+
+def aggregate(seeds: Sequence[SeedResult], epoch: int | None = None) -> dict[str, float]:
+    """Mean (`metric`) and sample std (`metric_std`) over seeds of each metric at `epoch` (1-based),
+    or of the final metrics with test accuracy when `epoch` is None; plus `n` and `diverged`."""
+    rows = [s.final if epoch is None else s.epochs[epoch - 1] for s in seeds]
+    out: dict[str, float] = {"n": len(rows), "diverged": sum(s.diverged for s in seeds)}
+    for key in rows[0]:
+        values = [r[key] for r in rows]
+        out[key] = statistics.fmean(values)
+        out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return out
+
+
+def rank_key(mode: str, value: float, diverged: bool) -> tuple[bool, float]:
+    """Sort key, best first: by `value` in the objective's `mode`; anything with a diverged seed last."""
+    return (diverged, -value if mode == "max" else value)
+
+
+def best(items: Iterable[T], mode: str, value: Callable[[T], float], diverged: Callable[[T], bool]) -> T | None:
+    """The best item by `value`; an item with a diverged seed never counts as best."""
+    eligible = [i for i in items if not diverged(i)]
+    return min(eligible, key=lambda i: rank_key(mode, value(i), False), default=None)

@@ -1,0 +1,184 @@
+"""The driver side of a sweep: Tune callbacks that print progress and record finished trials in MLflow.
+
+`Tuner.restore` brings back the callbacks pickled when the sweep started. Ours pickle only a key: after
+a restore they act through the objects of the run that resumes the sweep (its tracker and tracking URI,
+its printer, fresh clocks), which `attach` registers under that key before the Tuner is restored.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune.experiment import Trial
+
+from initsweep.config import SweepConfig
+from initsweep.results import TrialResult, best, seeds_from_json
+from initsweep.sweep.space import trial_from_params
+from initsweep.tracking import Tracker
+
+__all__ = ["Live", "Progress", "RecordTrials", "attach", "progress_line", "result_of"]
+
+
+@dataclass
+class Live:
+    """The objects of the run in this process, which the callbacks (perhaps unpickled) act through."""
+
+    sweep: SweepConfig
+    tracker: Tracker
+    printer: Any = print
+
+
+_LIVE: dict[str, Live] = {}
+
+
+def attach(key: str, live: Live) -> None:
+    """Make this run's objects the ones that callbacks with `key` use (before creating or restoring a Tuner)."""
+    _LIVE[key] = live
+
+
+class _KeyedCallback(tune.Callback):
+    def __init__(self, key: str):
+        self.key = key
+
+    @property
+    def live(self) -> Live:
+        return _LIVE[self.key]
+
+    def __getstate__(self) -> dict:
+        return {"key": self.key}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.setup()
+
+    def setup(self, **info) -> None:
+        pass
+
+
+def result_of(sweep: SweepConfig, tune_trial: Trial, error: str | None = None) -> TrialResult:
+    """What the driver knows of a Tune trial: its config, and its seeds from its last report."""
+    last = tune_trial.last_result or {}
+    return TrialResult(
+        trial_from_params(sweep, tune_trial.config),
+        seeds_from_json(last.get("seed_results")),
+        trial_id=tune_trial.trial_id,
+        error=error,
+        node_id=last.get("node_id"),
+    )
+
+
+def progress_line(
+    sweep: SweepConfig,
+    done: int,
+    name: str,
+    trial_id: str,
+    last: dict | None,
+    *,
+    failed: bool,
+    best_text: str,
+    elapsed: float,
+    eta: float,
+) -> str:
+    """`[done/total] trial: objective ± std (notes)  (trial id) | best ... | elapsed, ETA`."""
+    obj, r = sweep.objective, last or {}
+    if failed or "objective" not in r:
+        what = "FAILED" if failed else "stopped before its first epoch"
+    else:
+        what = f"{obj.metric} {r['objective']:.4g} ± {r.get(obj.metric + '_std', 0):.2g}"
+        what += f" ({int(r['diverged'])} diverged)" if r.get("diverged") else ""
+        if r["epoch"] < sweep.train.epochs:
+            what += f", stopped early after epoch {r['epoch']}"
+        if r.get("restored_epoch", 0) >= r["epoch"]:
+            what += " (finished before the restart: nothing trained)"
+    return (
+        f"[{done}/{sweep.n_trials}] {name}: {what}  (trial {trial_id}) | {best_text} | "
+        f"{_clock(elapsed)} elapsed, ETA {_clock(eta)}"
+    )
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
+class Progress(_KeyedCallback):
+    """One line per finished trial: done/total, its objective, the best so far, elapsed time and ETA."""
+
+    def setup(self, **info) -> None:
+        self.start, self.done_at_start = time.monotonic(), None
+
+    def _line(self, trials: list[Trial], tune_trial: Trial, failed: bool) -> None:
+        sweep = self.live.sweep
+        finished = [t for t in trials if t.status in (Trial.TERMINATED, Trial.ERROR) or t is tune_trial]
+        done = len(finished)
+        if self.done_at_start is None:
+            self.done_at_start = done - 1
+        elapsed = time.monotonic() - self.start
+        rate = elapsed / max(1, done - self.done_at_start)
+        reported = [t for t in finished if t.last_result and "objective" in t.last_result]
+        top = best(
+            reported,
+            sweep.objective.mode,
+            value=lambda t: t.last_result["objective"],
+            diverged=lambda t: bool(t.last_result.get("diverged")),
+        )
+        best_text = (
+            f"best {trial_from_params(sweep, top.config).name} {top.last_result['objective']:.4g}" if top else "best -"
+        )
+        line = progress_line(
+            sweep,
+            done,
+            trial_from_params(sweep, tune_trial.config).name,
+            tune_trial.trial_id,
+            tune_trial.last_result,
+            failed=failed,
+            best_text=best_text,
+            elapsed=elapsed,
+            eta=rate * max(0, sweep.n_trials - done),
+        )
+        self.live.printer(line, flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._line(trials, trial, failed=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._line(trials, trial, failed=True)
+
+
+class RecordTrials(_KeyedCallback):
+    """Writes each trial to MLflow from the driver as soon as it finishes or fails.
+
+    At the end it goes over every trial once more: a resumed sweep's trials that finished before the
+    interruption are recorded if an earlier driver died before writing them (writes are idempotent).
+    """
+
+    def _record(self, tune_trial: Trial, error: str | None = None) -> None:
+        self.live.tracker.record_trial(result_of(self.live.sweep, tune_trial, error))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._record(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._record(trial, _error_text(trial))
+
+    def on_experiment_end(self, trials, **info) -> None:
+        epochs = self.live.sweep.train.epochs
+        for tune_trial in trials:
+            # An interrupted sweep ends its running trials TERMINATED too, but without a `done` result.
+            last = tune_trial.last_result or {}
+            if tune_trial.status == Trial.TERMINATED and (last.get("done") or last.get("epoch") == epochs):
+                self._record(tune_trial)
+            elif tune_trial.status == Trial.ERROR:
+                self._record(tune_trial, _error_text(tune_trial))
+
+
+def _error_text(tune_trial: Trial) -> str:
+    path = getattr(tune_trial, "error_file", None)
+    try:
+        return Path(path).read_text() if path else "trial failed"
+    except OSError:
+        return "trial failed"

@@ -1,0 +1,119 @@
+"""The worker side of a sweep: the Ray Tune trainable, a thin adapter around `run_trial`.
+
+It only translates: Tune config -> `TrialConfig`, each epoch's seed results -> one `tune.report` (means and
+stds over seeds, the objective, and the seeds' full history as JSON, so the driver can record a trial
+from its last result alone) with a checkpoint of the whole training state. It imports the engine, the
+config and the result types, nothing of MLflow, SciPy or matplotlib (import-linter checks), so worker
+processes stay small.
+
+A seam for whoever needs to act inside a trial (the reliability tests inject faults through it):
+`INITSWEEP_TRIAL_HOOK=module:function` in the workers' environment names a function called as
+`hook(TrialEvent)` when an attempt starts and after each epoch's checkpoint; it may raise.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from initsweep.config import SweepConfig, TrialConfig
+from initsweep.engine.data import Data
+from initsweep.engine.train import run_trial
+from initsweep.results import SeedResult, aggregate, seeds_to_json
+from initsweep.sweep.space import trial_from_params
+
+__all__ = ["CHECKPOINT_FILE", "HOOK_ENV", "TrialEvent", "epoch_report", "latest_state", "train_trial"]
+
+CHECKPOINT_FILE = "training-state.pt"
+HOOK_ENV = "INITSWEEP_TRIAL_HOOK"
+
+
+@dataclass(frozen=True)
+class TrialEvent:
+    """What a trial hook is told: which trial, which point of the attempt."""
+
+    trial: TrialConfig
+    epoch: int | None
+    """None when the attempt starts; else the epoch whose checkpoint was just reported."""
+    resumed: bool
+    """Whether this attempt started from a checkpoint (a retry or a resumed sweep)."""
+
+
+def _hook():
+    spec = os.environ.get(HOOK_ENV)
+    if not spec:
+        return None
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def train_trial(config: dict[str, Any], *, sweep: SweepConfig, data: Data, exp_dir: str) -> None:
+    """One trial config on all the sweep's seeds, one report per epoch.
+
+    Every report carries a checkpoint of the whole training state, so a retried trial (a lost node, an
+    error) or a resumed sweep goes on after the last epoch it reported instead of starting over.
+    """
+    torch.set_num_threads(max(1, int(sweep.resources.cpus_per_trial)))
+    trial = trial_from_params(sweep, config)
+    device = "cuda" if sweep.resources.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
+    node_id = ray.get_runtime_context().get_node_id()
+    resume = latest_state(Path(exp_dir) / Path(tune.get_context().get_trial_dir()).name)
+    restored_epoch = resume["epoch"] if resume else 0
+    hook = _hook()
+    if hook:
+        hook(TrialEvent(trial, None, resume is not None))
+
+    def report(epoch: int, seeds: list[SeedResult], snapshot) -> None:
+        metrics = epoch_report(sweep, epoch, seeds) | {
+            "node_id": node_id,
+            "device": device,
+            "restored_epoch": restored_epoch,  # epochs this attempt did not train (from a checkpoint)
+        }
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(snapshot(), Path(folder) / CHECKPOINT_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        if hook:
+            hook(TrialEvent(trial, epoch, resume is not None))
+
+    if resume is not None and restored_epoch >= trial.train.epochs:  # finished, but the driver missed it
+        seeds = [SeedResult.from_dict(d) for run in resume["runs"] for d in run["results"]]
+        report(restored_epoch, seeds, lambda: resume)
+        return
+    run_trial(trial, data, device=device, on_epoch=report, resume=resume)
+
+
+def latest_state(trial_folder: Path) -> dict | None:
+    """The newest training state among a trial's checkpoints on storage, or None.
+
+    Read from the folder rather than from `tune.get_checkpoint()`: Tune's record of a trial's latest
+    checkpoint is saved by the driver a moment after the worker wrote it, so a killed driver can hand a
+    resumed trial an older one, and the epochs after it would train twice.
+    """
+    newest = None
+    for path in trial_folder.glob(f"checkpoint_*/{CHECKPOINT_FILE}"):
+        try:
+            state = torch.load(path, weights_only=True)
+        except Exception:  # a checkpoint cut short by a killed process: use an older one
+            continue
+        if newest is None or state["epoch"] > newest["epoch"]:
+            newest = state
+    return newest
+
+
+def epoch_report(sweep: SweepConfig, epoch: int, seeds: list[SeedResult]) -> dict[str, Any]:
+    """Means and stds over seeds at `epoch`, the objective, and every seed's history so far."""
+    metrics = aggregate(seeds, epoch)
+    if seeds[0].test_accuracy is not None:  # the last epoch
+        metrics |= {k: v for k, v in aggregate(seeds).items() if k.startswith("test_accuracy")}
+    metrics["objective"] = metrics[sweep.objective.metric]
+    metrics["epoch"] = epoch
+    metrics["seed_results"] = seeds_to_json(seeds)
+    return metrics

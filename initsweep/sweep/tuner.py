@@ -1,0 +1,198 @@
+"""The Tuner: a sweep assembled from its config (grid or Optuna search, scheduler, resources), started
+or restored from its folder, recorded in MLflow, and reported from what MLflow holds.
+
+The dataset travels once through the object store (`tune.with_parameters`); actors are reused between
+trials. A sweep is identified by its name and a hash of its config (resources excluded), so the same
+command resumes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from initsweep.config import SweepConfig
+from initsweep.engine.data import Data
+from initsweep.report.build import Report, build_report
+from initsweep.results import TrialResult, best
+from initsweep.sweep.callbacks import Live, Progress, RecordTrials, attach
+from initsweep.sweep.cluster import check_cluster
+from initsweep.sweep.search import BatchedOptunaSearch, study_name
+from initsweep.sweep.space import grid_cells
+from initsweep.sweep.trainable import train_trial
+from initsweep.tracking import Tracker, is_local_uri, masked, read_failures, read_sweep
+
+__all__ = ["SweepOutcome", "experiment_dir", "optuna_location", "run_sweep", "sweep_hash"]
+
+SWEEP_FILE = "initsweep-sweep.json"
+
+
+def sweep_hash(sweep: SweepConfig) -> str:
+    """Identifies what a sweep computes (resources excluded): the same config resumes the same sweep."""
+    science = sweep.model_dump(mode="json", exclude={"resources"})
+    return hashlib.sha256(json.dumps(science, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def experiment_dir(sweep: SweepConfig, storage_path: str) -> Path:
+    return Path(storage_path).expanduser().resolve() / f"{sweep.name}-{sweep_hash(sweep)}"
+
+
+@dataclass
+class SweepOutcome:
+    sweep_id: str
+    experiment_dir: Path
+    experiment_id: str
+    parent_run_id: str
+    report: Report | None
+    """The report over every finished trial (None when none finished)."""
+    best: TrialResult | None
+    """The best trial that neither diverged nor failed."""
+    resumed: bool
+    n_errors: int
+
+
+def _sweep_id(exp_dir: Path, fresh: bool) -> str:
+    """The sweep's id, kept in its Tune folder; `fresh` moves an earlier start aside first."""
+    meta = exp_dir / SWEEP_FILE
+    if fresh and exp_dir.exists():
+        exp_dir.rename(exp_dir.with_name(f"{exp_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"))
+    if meta.is_file():
+        return json.loads(meta.read_text())["sweep_id"]
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    sweep_id = uuid.uuid4().hex[:12]
+    meta.write_text(json.dumps({"sweep_id": sweep_id}))
+    return sweep_id
+
+
+def run_sweep(
+    sweep: SweepConfig,
+    data: Data,
+    tracker: Tracker,
+    *,
+    storage_path: str,
+    report_dir: str = "reports",
+    fresh: bool = False,
+    verbose: bool = False,
+    printer=print,
+) -> SweepOutcome:
+    """Run (or resume) a sweep on the connected Ray cluster and record it through `tracker`."""
+    exp_dir = experiment_dir(sweep, storage_path)
+    check_cluster(is_local_uri(tracker.tracking_uri), masked(tracker.tracking_uri), exp_dir.parent)
+    sweep_id = _sweep_id(exp_dir, fresh)
+    parent = tracker.start_sweep(sweep, sweep_id, str(exp_dir))
+
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, sweep=sweep, data=data, exp_dir=str(exp_dir)),
+        {"cpu": sweep.resources.cpus_per_trial, "gpu": sweep.resources.gpus_per_trial},
+    )
+    attach(sweep_id, Live(sweep, tracker, printer))  # before a restore unpickles the callbacks
+    can_restore = tune.Tuner.can_restore(str(exp_dir))
+    if can_restore:
+        printer(f"resuming sweep {sweep_id} from {exp_dir}", flush=True)
+        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=False, restart_errored=False)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"cell": tune.grid_search(grid_cells(sweep))} if sweep.schemes is not None else {},
+            tune_config=_tune_config(sweep, exp_dir, sweep_id),
+            run_config=tune.RunConfig(
+                name=exp_dir.name,
+                storage_path=str(exp_dir.parent),
+                callbacks=[Progress(sweep_id), RecordTrials(sweep_id)],
+                verbose=2 if verbose else 0,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the last epoch's is all a retry needs
+                failure_config=tune.FailureConfig(max_failures=sweep.resources.max_failures),
+            ),
+        )
+    try:
+        tuner.fit()
+    except BaseException:
+        tracker.end_sweep("KILLED")
+        raise
+
+    # What MLflow holds is the sweep's record, whichever run of the command wrote each trial.
+    _, results = read_sweep(tracker.client, tracker.client.get_run(parent))
+    failed = read_failures(tracker.client, tracker.client.get_run(parent))
+    metric = sweep.objective.metric
+    top = best(results, sweep.objective.mode, value=lambda r: r.mean(metric), diverged=lambda r: r.n_diverged > 0)
+    complete = len(results) + len(failed) >= sweep.n_trials
+    summary = {"trials_finished": len(results), "trials_failed": len(failed)}
+    if top:
+        summary["best_objective"] = top.mean(metric)
+    if complete and sweep.search is not None:
+        close_stale_optuna_trials(sweep, exp_dir, sweep_id)
+    report = None
+    if results:  # drawn from MLflow, exactly as `sweeps/report.py` rebuilds it later
+        report = build_report(results, sweep, Path(report_dir) / f"{sweep.name}-{sweep_id}", failed=failed)
+        tracker.log_report(report.folder)
+    tracker.end_sweep("FINISHED" if complete else "KILLED", summary)
+    return SweepOutcome(
+        sweep_id, exp_dir, tracker.experiment_id, parent, report, top, resumed=can_restore, n_errors=len(failed)
+    )
+
+
+def close_stale_optuna_trials(sweep: SweepConfig, exp_dir: Path, sweep_id: str) -> None:
+    """Mark FAIL any Optuna trial a finished sweep left RUNNING (one whose Tune trial never reported)."""
+    study = optuna.load_study(study_name=study_name(sweep.name, sweep_id), storage=optuna_storage(sweep, exp_dir))
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+
+
+def _tune_config(sweep: SweepConfig, exp_dir: Path, sweep_id: str) -> tune.TuneConfig:
+    obj, sched = sweep.objective, sweep.scheduler
+    scheduler = None
+    if sched.kind == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=sweep.train.epochs,
+            grace_period=sched.grace_period,
+            reduction_factor=sched.reduction_factor,
+        )
+    search_alg, num_samples, max_concurrent = None, 1, sweep.resources.max_concurrent
+    if sweep.search is not None:
+        if max_concurrent is None:  # a search needs a bound, or it asks for every trial at once
+            cpus = ray.cluster_resources().get("CPU", 1)
+            max_concurrent = max(1, int(cpus // sweep.resources.cpus_per_trial))
+        search_alg = BatchedOptunaSearch(
+            sweep.search,
+            study=study_name(sweep.name, sweep_id),
+            storage=optuna_storage(sweep, exp_dir),
+            metric="objective",
+            mode=obj.mode,
+            batch_size=sweep.search.batch_size or max_concurrent,
+        )
+        num_samples = sweep.search.n_trials
+    return tune.TuneConfig(
+        metric="objective",
+        mode=obj.mode,
+        search_alg=search_alg,
+        scheduler=scheduler,
+        num_samples=num_samples,
+        max_concurrent_trials=max_concurrent,
+        reuse_actors=sweep.resources.reuse_actors,
+    )
+
+
+def optuna_location(sweep: SweepConfig, exp_dir: Path) -> str:
+    """The study's storage as `optuna-dashboard` takes it: the config's URL, or the journal file's path."""
+    if sweep.search and sweep.search.storage:
+        return sweep.search.storage
+    return str(exp_dir / "optuna-journal.log")
+
+
+def optuna_storage(sweep: SweepConfig, exp_dir: Path) -> optuna.storages.BaseStorage:
+    """The config's storage URL, or a journal file in the sweep's Tune folder (resumes with it)."""
+    if sweep.search and sweep.search.storage:
+        return optuna.storages.get_storage(sweep.search.storage)
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(optuna_location(sweep, exp_dir)))

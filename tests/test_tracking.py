@@ -1,0 +1,98 @@
+"""The MLflow tracker alone, against a temporary SQLite store: no Ray, no training.
+
+Trial results are made by hand; what is checked is the layout a sweep leaves in MLflow, that writing a
+trial twice changes nothing, that a half-written trial is rewritten, that a trial run turns FINISHED only
+after its seed runs, and that reading the store back gives the results that were written.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import mlflow_runs
+from mlflow import MlflowClient
+
+from initsweep.config import parse_config
+from initsweep.results import SeedResult, TrialResult
+from initsweep.tracking import Tracker, artifact_root, read_sweep
+
+SWEEP = parse_config(
+    {
+        "name": "tracked",
+        "seeds": [0, 1],
+        "schemes": [{"scheme": "uniform_fan_in", "c": 1.5}, {"scheme": "orthogonal", "label": "ortho"}],
+        "grid": {"model.depth": [2, 3]},
+    }
+)
+DIAG = [{"layer": "1:Linear", "weight_mean": 0.0, "weight_std": 0.1, "act_mean": 0.0, "act_std": 1.0, "grad_norm": 0.5}]
+
+
+def result(index: int, trial_id: str, diverged: bool = False) -> TrialResult:
+    seeds = []
+    for seed in SWEEP.seeds:
+        epochs = [
+            {"train_loss": 1.0 - 0.1 * e, "last_batch_loss": 0.9, "val_loss": 0.8, "val_accuracy": 70.0 + e + seed}
+            for e in range(2)
+        ]
+        step = 7 if diverged and seed == 1 else None
+        seeds.append(SeedResult(seed, epochs, [(10, 2.0), (20, 1.5)], 69.0 + seed, step, DIAG, 1.25))
+    return TrialResult(SWEEP.trials()[index], seeds, trial_id=trial_id)
+
+
+@pytest.fixture
+def tracker(tmp_path) -> Tracker:
+    t = Tracker(f"sqlite:///{tmp_path}/mlflow.db")
+    t.start_sweep(SWEEP, "sweep1", str(tmp_path / "tune"))
+    return t
+
+
+def test_a_trial_is_written_once_with_its_seed_runs_nested(tracker, tmp_path):
+    assert tracker.record_trial(result(0, "t0")) is not None
+    assert tracker.record_trial(result(0, "t0")) is None  # already recorded: nothing written
+    runs = mlflow_runs(tracker.tracking_uri, "tracked")
+    assert len(runs["sweep"]) == 1 and len(runs["trial"]) == 1 and len(runs["seed"]) == 2
+    trial = runs["trial"][0]
+    assert trial.info.status == "FINISHED" and trial.info.run_name == "uniform_fan_in(c=1.5) depth=2"
+    assert trial.data.params["c"] == "1.5" and trial.data.params["model.depth"] == "2"
+    assert trial.data.tags["mlflow.parentRunId"] == tracker.parent_run_id
+    assert {s.data.tags["mlflow.parentRunId"] for s in runs["seed"]} == {trial.info.run_id}
+    assert trial.data.metrics["val_accuracy"] == pytest.approx(71.5)  # the mean of 71 and 72 at epoch 2
+    # artifacts of an SQLite store go beside it, not into the working folder
+    assert artifact_root(tracker.tracking_uri) == tmp_path / "mlruns"
+    assert (tmp_path / "mlruns").is_dir()
+
+
+def test_a_half_written_trial_is_deleted_and_written_again(tracker):
+    c = tracker.client
+    # What a driver killed mid-write leaves: a RUNNING trial run with one of its seed runs.
+    tags = {"sweep_id": "sweep1", "trial_id": "t1", "run_kind": "trial", "mlflow.parentRunId": tracker.parent_run_id}
+    partial = c.create_run(tracker.experiment_id, tags=tags, run_name="partial").info.run_id
+    seed_tags = tags | {"run_kind": "seed", "mlflow.parentRunId": partial}
+    c.create_run(tracker.experiment_id, tags=seed_tags, run_name="partial seed")
+    tracker.record_trial(result(1, "t1"))
+    runs = mlflow_runs(tracker.tracking_uri, "tracked")
+    assert [r.info.run_name for r in runs["trial"]] == ["ortho depth=2"]
+    assert len(runs["seed"]) == 2 and all(r.info.status == "FINISHED" for r in runs["trial"] + runs["seed"])
+
+
+def test_the_trial_run_turns_finished_after_its_seed_runs(tracker):
+    tracker.record_trial(result(2, "t2"))
+    runs = mlflow_runs(tracker.tracking_uri, "tracked")
+    trial_end = runs["trial"][0].info.end_time
+    assert all(s.info.end_time <= trial_end for s in runs["seed"])
+
+
+def test_reading_the_store_back_gives_the_results_written(tracker):
+    written = [result(0, "t0"), result(3, "t3", diverged=True)]
+    for r in written:
+        tracker.record_trial(r)
+    tracker.record_trial(TrialResult(SWEEP.trials()[1], [], trial_id="t1", error="Traceback ...\nValueError: boom"))
+    tracker.end_sweep("FINISHED", {"trials_finished": 2})
+    client = MlflowClient(tracker.tracking_uri)
+    sweep, read = read_sweep(client, client.get_run(tracker.parent_run_id))
+    assert sweep == SWEEP
+    assert [(r.name, r.trial_id, r.config) for r in read] == [(r.name, r.trial_id, r.config) for r in written]
+    for got, want in zip(read, written, strict=True):
+        assert [s.to_dict() for s in got.seeds] == [s.to_dict() for s in want.seeds]
+    failed = mlflow_runs(tracker.tracking_uri, "tracked")["trial"]
+    assert {r.info.status for r in failed} == {"FINISHED", "FAILED"}
+    assert next(r for r in failed if r.info.status == "FAILED").data.tags["error"] == "ValueError: boom"
