@@ -7,6 +7,10 @@
     in-process time for the same 45 models; peak resident memory of the whole sweep (all processes).
 (F) the per-epoch checkpoint a Ray trial writes (snapshot + torch.save of 5 packed seeds) against the
     epoch's training time.
+(G) packed seeds for any model (vmapped, `initsweep.engine.vmapped`) against one seed at a time, on a small
+    ResNet-like model (residual blocks with BatchNorm, 28x28 inputs); 5 seeds, 1 epoch on 12k images.
+(H) the generic (vmapped) packing against the hand-written `PackedMLP` on the seed MLP; same run.
+`--only-packing` runs (G) and (H) alone.
 Every figure is a ratio against a baseline measured in the same run. Prints a table, writes JSON.
 """
 
@@ -98,6 +102,87 @@ def checkpoint_cost(data, epochs: int) -> dict[str, float]:
     return {"epoch_s": epoch_s, "checkpoint_s": sum(saves) / len(saves), "checkpoint_mb": size / 2**20}
 
 
+class _Residual(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c, c, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(),
+            nn.Conv2d(c, c, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+        )
+
+    def forward(self, x):
+        return torch.relu(x + self.body(x))
+
+
+def small_resnet(cfg, input_shape, num_classes) -> nn.Module:
+    """(G)'s model: a stride-2 stem (28x28 -> 14x14), a residual block of 8 channels, a stride-2 conv to 16
+    channels (7x7), a residual block of 16, global average pooling, the classifier."""
+
+    def down(i: int, o: int) -> list[nn.Module]:
+        return [nn.Conv2d(i, o, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU()]
+
+    return nn.Sequential(
+        *down(input_shape[0], 8),
+        _Residual(8),
+        *down(8, 16),
+        _Residual(16),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, num_classes),
+    )
+
+
+def packing_rows(seeds: int = 5, limit: int = 15_000) -> dict[str, float]:
+    """(G) vmapped vs one seed at a time (small ResNet), (H) vmapped vs PackedMLP (seed MLP): seconds of
+    `run_trial`, 1 epoch on `limit` * 0.8 train images, validation and test accuracy included."""
+    from initsweep.engine import models as engine_models
+    from initsweep.engine import train as engine_train
+
+    data = load_data(limit=limit)
+    out: dict[str, float] = {}
+
+    def timed(cfg: TrialConfig, **kw) -> float:
+        start = time.perf_counter()
+        run_trial(cfg, data, **kw)
+        return time.perf_counter() - start
+
+    resnet = TrialConfig.model_validate(
+        {"seeds": list(range(seeds)), "row": "kaiming_normal", "model": {"name": "cnn"}, "train": {"epochs": 1}}
+    )
+    saved = engine_models.BUILDERS["cnn"]
+    engine_models.BUILDERS["cnn"] = small_resnet  # (G)'s model behind `model.name: cnn`, for this run only
+    try:
+        timed(resnet.model_copy(update={"seeds": [0]}))  # warm-up
+        out["G_vmapped_s"] = timed(resnet)
+        out["G_one_at_a_time_s"] = timed(resnet, pack=False)
+    finally:
+        engine_models.BUILDERS["cnn"] = saved
+    mlp = TrialConfig.model_validate({"seeds": list(range(seeds)), "row": "kaiming_normal", "train": {"epochs": 1}})
+    timed(mlp.model_copy(update={"seeds": [0]}))  # warm-up
+    out["H_packed_mlp_s"] = timed(mlp)
+    packable = engine_train.packable
+    engine_train.packable = lambda model: False  # the same MLP through the generic path
+    try:
+        out["H_vmapped_s"] = timed(mlp)
+    finally:
+        engine_train.packable = packable
+    out["G_speedup"] = out["G_one_at_a_time_s"] / out["G_vmapped_s"]
+    out["H_speed_vs_packed_mlp"] = out["H_packed_mlp_s"] / out["H_vmapped_s"]
+    return out
+
+
+def print_packing(g: dict[str, float]) -> None:
+    print(
+        f"(G) small ResNet, 5 seeds: vmapped {g['G_vmapped_s']:.1f} s, one at a time {g['G_one_at_a_time_s']:.1f} s:"
+        f" {g['G_speedup']:.2f}x\n(H) seed MLP, 5 seeds: PackedMLP {g['H_packed_mlp_s']:.1f} s, vmapped"
+        f" {g['H_vmapped_s']:.1f} s: vmapped at {g['H_speed_vs_packed_mlp']:.2f}x the PackedMLP's speed",
+        flush=True,
+    )
+
+
 def matmul_gflops() -> float:
     """(D) Measured fp32 matmul rate, the best of a few 2048x2048 products."""
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
@@ -179,7 +264,12 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="1 epoch, smaller packs, a 2-seed sweep (a smoke run)")
     p.add_argument("--json", default="bench/results.json", help="where to write the numbers")
     p.add_argument("--only-e", action="store_true", help="row (E) alone: the sweep against the engine, memory")
+    p.add_argument("--only-packing", action="store_true", help="rows (G) and (H) alone: generic packing")
     args = p.parse_args()
+    if args.only_packing:
+        torch.set_num_threads(2)
+        print_packing(packing_rows())
+        return 0
     if args.only_e:
         e = sweep_vs_engine(["seeds=[0,1]", "train.epochs=1"] if args.quick else [])
         print(
@@ -228,6 +318,8 @@ def main() -> int:
     print(f"matmul peak: {gflops:.0f} GFLOP/s; FLOPs per model: {flops_per_model(epochs) / 1e9:.0f} GFLOP")
     out = {"epochs": epochs, "rows": rows, "sweep_over_engine": ratio, "sweep_peak_rss_gb": e["sweep_peak_rss_gb"]}
     out["checkpoint"] = f | {"of_epoch": f["checkpoint_s"] / f["epoch_s"]}
+    out["packing"] = packing_rows()
+    print_packing(out["packing"])
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.json}")

@@ -9,10 +9,12 @@ run that is not FINISHED is a partial write (the driver died mid-way): it is del
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -20,6 +22,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
+import requests
 import yaml
 from filelock import FileLock
 from mlflow import MlflowClient
@@ -32,6 +35,7 @@ from initsweep.results import EPOCH_METRICS, SeedResult, TrialResult, aggregate
 
 __all__ = [
     "Tracker",
+    "TrackingUnavailable",
     "artifact_root",
     "check_tracking_server",
     "default_tracking_uri",
@@ -40,6 +44,8 @@ __all__ = [
     "masked",
     "read_failures",
     "read_sweep",
+    "server_command",
+    "server_workers",
     "ui_hint",
 ]
 
@@ -48,6 +54,31 @@ EXPERIMENT_KIND_TAG = (EXPERIMENT_KIND, "custom_model_development")
 """Tells the MLflow UI the experiment holds training runs: it opens on the runs table, not GenAI traces."""
 
 MAX_BATCH = 900  # MLflow takes at most 1000 metrics per log_batch
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking server stopped answering, past MLflow's own retries (about 4 minutes by default,
+    `MLFLOW_HTTP_REQUEST_MAX_RETRIES` and `MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR` set them)."""
+
+
+def _outage_is_unavailable(method):
+    """A Tracker method whose connection failures, once MLflow has given up retrying, raise
+    `TrackingUnavailable` (one line naming the server) instead of MLflow's exception."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except MlflowException as err:
+            cause = err.__cause__ or err.__context__
+            if not isinstance(cause, requests.exceptions.RequestException):
+                raise
+            raise TrackingUnavailable(
+                f"--tracking-uri {masked(self.tracking_uri)}: the tracking server stopped answering "
+                f"({type(cause).__name__}, after MLflow's retries)"
+            ) from err
+
+    return wrapper
 
 
 def default_tracking_uri(given: str | None = None) -> str:
@@ -66,6 +97,24 @@ def artifact_root(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None
     return Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns"
+
+
+def server_workers(cpus: int | None = None) -> int:
+    """The fewest `mlflow server` workers that serve: one on a small machine. MLflow's default of 4
+    uvicorn workers does not come up on 2 busy cores (a worker that misses the supervisor's health check
+    is killed and restarted: 80 s to answer against 32 s with one, measured while a sweep trained)."""
+    return max(1, min(4, (cpus or os.cpu_count() or 1) // 4))
+
+
+def server_command(
+    backend_uri: str, *, host: str = "127.0.0.1", port: int = 5000, artifacts: Path | None = None
+) -> list[str]:
+    """`mlflow server` on a store: loopback unless `host` says otherwise, `server_workers()` workers, its
+    access log quiet, new artifacts in `artifacts` (default: `artifact_root`'s rule for the store)."""
+    artifacts = artifacts or artifact_root(backend_uri)
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri, "--host", host]
+    cmd += ["--port", str(port), "--workers", str(server_workers()), "--uvicorn-opts", "--log-level warning"]
+    return cmd + (["--artifacts-destination", str(artifacts)] if artifacts else [])
 
 
 def is_local_uri(uri: str) -> bool:
@@ -123,8 +172,9 @@ def _code_version() -> str:
 
 
 def _flat_params(trial: TrialConfig) -> dict[str, str]:
-    """The params a trial run shows: scheme, its parameters, the settings a reader compares, and each
-    grid axis under its own key (`model.depth`)."""
+    """The params a trial run shows: scheme, its parameters, the settings a reader compares (the layers
+    the init selects, `init.layers`, and its rules, `init.overrides`), and each grid axis under its own
+    key (`model.depth`); the layers by name are in each seed's `init_diagnostics.json`."""
     params = {"scheme": trial.row.scheme, **trial.row.params}
     params |= {
         "model": trial.model.name,
@@ -132,8 +182,10 @@ def _flat_params(trial: TrialConfig) -> dict[str, str]:
     }
     params |= trial.train.model_dump()
     params |= {f"data.{k}": v for k, v in trial.data.model_dump().items()}
-    params |= {"init.bias": trial.init.bias, "n_seeds": len(trial.seeds)}
-    params |= trial.axes
+    params |= {"init.bias": trial.init.bias, "init.layers": trial.init.layers.summary(), "n_seeds": len(trial.seeds)}
+    if trial.init.overrides:  # the rules, short: `*.bn2=constant(value=0); fc=pytorch_default`
+        params["init.overrides"] = "; ".join(rule.summary() for rule in trial.init.overrides)[:500]
+    params |= trial.axes | trial.tuned  # grid and tuned values under their config keys (`train.lr`)
     return {k: str(v) for k, v in params.items()}
 
 
@@ -195,6 +247,7 @@ class Tracker:
         query = f"tags.sweep_id = '{self.sweep_id}' AND tags.run_kind = '{kind}'{extra}"
         return list(self.client.search_runs([self.experiment_id], query, max_results=10_000))
 
+    @_outage_is_unavailable
     def start_sweep(self, sweep: SweepConfig, sweep_id: str, experiment_dir: str) -> str:
         """Find or create the sweep's parent run and mark it RUNNING; returns its id."""
         self.sweep, self.sweep_id = sweep, sweep_id
@@ -240,16 +293,25 @@ class Tracker:
         )
         return self.parent_run_id
 
+    @_outage_is_unavailable
     def end_sweep(self, status: str = "FINISHED", summary: dict[str, float] | None = None) -> None:
         if summary:
             ts = int(time.time() * 1000)
             self.client.log_batch(self.parent_run_id, metrics=_metrics(summary, 0, ts))
         self.client.set_terminated(self.parent_run_id, status)
 
+    @_outage_is_unavailable
+    def log_chosen(self, chosen: dict[str, dict]) -> None:
+        """A tuned sweep's choices on its parent run: `chosen_values.json`, row (and grid values) -> the
+        values it chose."""
+        self.client.log_dict(self.parent_run_id, chosen, "chosen_values.json")
+
+    @_outage_is_unavailable
     def log_report(self, folder: Path) -> None:
         """Attach a report folder to the sweep's parent run (artifacts under `report/`)."""
         self.client.log_artifacts(self.parent_run_id, str(folder), "report")
 
+    @_outage_is_unavailable
     def record_trial(self, record: TrialResult) -> str | None:
         """Write a finished or failed trial with its seed runs, unless it is already recorded."""
         trial_filter = f" AND tags.trial_id = '{record.trial_id}'"
@@ -262,6 +324,8 @@ class Tracker:
         c, ts = self.client, int(time.time() * 1000)
         params = [Param(k, v) for k, v in _flat_params(record.config).items()]
         base_tags = {"sweep_id": self.sweep_id, "trial_id": record.trial_id, "node_id": record.node_id or ""}
+        if record.config.stage:  # a tuned sweep's candidate ("tune") or judged trial ("eval")
+            base_tags["stage"] = record.config.stage
         diverged = sum(s.diverged for s in record.seeds)
         trial_tags = base_tags | {
             "run_kind": "trial",
@@ -353,8 +417,20 @@ def read_sweep(client: MlflowClient, parent) -> tuple[SweepConfig, list[TrialRes
             if trial.data.tags.get("row", row.name) != row.name:  # a label, or a row with "auto" values
                 row = SchemeRow(scheme=scheme, params=row.params, label=trial.data.tags["row"])
             axes = {k: next(v for v in values if str(v) == params[k]) for k, values in sweep.grid.items()}
-            results.append(TrialResult(sweep.trial(row, axes), seeds, trial_id=trial.data.tags["trial_id"]))
+            stage = trial.data.tags.get("stage")
+            tuned = _tuned_values(sweep, params) if stage else None
+            config = sweep.trial(row, axes, tuned, stage)
+            results.append(TrialResult(config, seeds, trial_id=trial.data.tags["trial_id"]))
     return sweep, results
+
+
+def _tuned_values(sweep: SweepConfig, params: dict[str, str]) -> dict:
+    """A tuned trial's values, back from MLflow's strings: a listed value, or a number from a range."""
+    out = {}
+    for key, spec in sweep.tune.params.items():
+        text = params[key]
+        out[key] = next(v for v in spec if str(v) == text) if isinstance(spec, list) else float(text)
+    return out
 
 
 def _read_seed(client: MlflowClient, run, tmp: str) -> SeedResult:

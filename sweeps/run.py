@@ -21,6 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's i
 from initsweep.config import ConfigError, SweepConfig, load_config
 
 DEFAULT_CONFIG = Path(__file__).with_name("seed_table.yaml")
+EXIT_BAD_INPUT, EXIT_TRACKING_DOWN, EXIT_INTERRUPTED = 2, 3, 130
+"""Exit codes: bad input (nothing started); the tracking server went away mid-sweep past MLflow's retries;
+trials left to run (Ctrl-C, a killed run). Rerunning the same command resumes after the last two."""
 
 EXAMPLES = """examples:
   python sweeps/run.py                                   # the founding seed table: 9 schemes x 5 seeds
@@ -95,16 +98,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sweep = load_config(args.config, args.overrides)
         if args.dry_run:
-            from initsweep.sweep.plan import describe
+            from initsweep.sweep.plan import describe, needs_build
 
-            print(describe(sweep))
+            if not needs_build(sweep):  # built-in model and data: known without torch
+                print(describe(sweep))
+                return 0
+            from initsweep.engine.data import load_configured
+            from initsweep.engine.models import check_sweep
+
+            data = load_configured(sweep.data)  # your code runs: the model built, one batch through it
+            print(describe(sweep, data, check_sweep(sweep, data)))
             return 0
         if args.no_ray:
             return run_in_process(sweep, args.device, args.report_dir)
         return run_with_ray(sweep, args)
     except ConfigError as err:  # bad input, a missing dataset or an unreachable service
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
 
 def run_in_process(sweep: SweepConfig, device: str | None, report_dir: str) -> int:
@@ -152,7 +162,7 @@ def check_listen(listen: str | None, address: str | None) -> None:
 
 
 def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
-    from initsweep.tracking import Tracker, check_tracking_server, default_tracking_uri
+    from initsweep.tracking import Tracker, TrackingUnavailable, check_tracking_server, default_tracking_uri
 
     tracking_uri = default_tracking_uri(args.tracking_uri)
     check_listen(args.listen, args.address)
@@ -170,8 +180,6 @@ def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
         raise ConfigError(f"--storage-path {args.storage_path}: cannot create or write this folder ({existing})")
     if not args.verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter honours verbose=0
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-        logging.getLogger("optuna").setLevel(logging.WARNING)
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -179,6 +187,9 @@ def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
     from initsweep.sweep.cluster import connect
 
     data = load_configured(sweep.data)  # before Ray starts: a missing dataset fails in a second
+    from initsweep.engine.models import check_sweep
+
+    check_sweep(sweep, data)  # your model built, initialized and run on one batch: bad code is one line
     start = time.perf_counter()
     dashboard = connect(args.address, args.verbose, args.listen)
     kind = "search" if sweep.search else "grid"
@@ -189,15 +200,27 @@ def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
     )
     from initsweep.sweep.tuner import run_sweep  # imports Ray: after connect() set its environment
 
-    outcome = run_sweep(
-        sweep,
-        data,
-        Tracker(tracking_uri),
-        storage_path=str(storage),
-        report_dir=str(Path(args.report_dir).resolve()),
-        fresh=args.fresh,
-        verbose=args.verbose,
-    )
+    if not args.verbose:  # after the imports: Optuna sets its own level when it loads
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("optuna").setLevel(logging.WARNING)
+
+    try:
+        outcome = run_sweep(
+            sweep,
+            data,
+            Tracker(tracking_uri),
+            storage_path=str(storage),
+            report_dir=str(Path(args.report_dir).resolve()),
+            fresh=args.fresh,
+            verbose=args.verbose,
+        )
+    except TrackingUnavailable as err:
+        print(
+            f"error: {err}; Tune's state and checkpoints are kept: run the same command again to resume "
+            "(it writes what MLflow missed)",
+            file=sys.stderr,
+        )
+        return EXIT_TRACKING_DOWN
     return print_outcome(sweep, outcome, tracking_uri, time.perf_counter() - start)
 
 
@@ -208,10 +231,9 @@ def print_outcome(sweep: SweepConfig, outcome, tracking_uri: str, seconds: float
     from initsweep.tracking import masked, ui_hint
 
     print()
-    finished = outcome.n_errors
+    finished = outcome.n_errors + outcome.n_finished
     if outcome.report:
         print(outcome.report.text)
-        finished += len(outcome.report.summaries)
     if outcome.best:
         value = outcome.best.mean(sweep.objective.metric)
         print(f"\nbest: {outcome.best.name} ({sweep.objective.metric} {value:.4g}, mean over {len(sweep.seeds)} seeds)")
@@ -236,7 +258,7 @@ def print_outcome(sweep: SweepConfig, outcome, tracking_uri: str, seconds: float
         )
     if finished < sweep.n_trials:
         print("interrupted: run the same command again to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     return 0
 
 

@@ -12,13 +12,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from initsweep.tracking import artifact_root, default_tracking_uri, masked
+from initsweep.tracking import default_tracking_uri, masked, server_command
 
 ML_VIEW = "workflowType=machine_learning"
 """The UI's model-training view (runs, params, metrics); MLflow 3 opens on its GenAI view otherwise."""
@@ -34,16 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="address to listen on (default: %(default)s; anything else exposes every run to the network)",
     )
     p.add_argument("--experiment", help="open this experiment (a sweep's name)")
+    p.add_argument("--verbose", action="store_true", help="show the server's own log here (default: to a file)")
     return p.parse_args(argv)
-
-
-def server_command(uri: str, host: str, port: int) -> list[str]:
-    """`mlflow server` on the store, its new artifacts beside an SQLite file (as `sweeps/run.py` puts them)."""
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-    root = artifact_root(uri)
-    if root is not None:
-        cmd += ["--artifacts-destination", str(root)]
-    return cmd
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,17 +59,26 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a plain `kill` stops the server too
     # Ctrl-C stops it even when started from a process that ignores SIGINT (Python then would too).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    server = subprocess.Popen(server_command(uri, args.host, args.port), start_new_session=True)
+    log_path = Path(tempfile.gettempdir()) / f"initsweep-mlflow-ui-{args.port}.log"
+    with open(log_path, "w") as log:  # the server's log (worker start-up, deprecation warnings) goes here
+        out = None if args.verbose else log
+        server = subprocess.Popen(
+            server_command(uri, host=args.host, port=args.port), stdout=out, stderr=out, start_new_session=True
+        )
     try:
         if not _wait_for(f"{base}/health", server):
-            print(f"error: --port {args.port}: mlflow server did not start (is the port in use?)", file=sys.stderr)
+            print(
+                f"error: --port {args.port}: mlflow server did not start (is the port in use? its log: {log_path})",
+                file=sys.stderr,
+            )
             return 1
         page = f"{base}/#/experiments"
         if args.experiment:
             exp = mlflow.MlflowClient(uri).get_experiment_by_name(args.experiment)
             page += f"/{exp.experiment_id}" if exp else ""
         page += f"?{ML_VIEW}"
-        print(f"MLflow UI: {page}  (store {masked(uri)}; Ctrl-C stops it)", flush=True)
+        shown = "" if args.verbose else f"; server log {log_path}"
+        print(f"MLflow UI: {page}  (store {masked(uri)}{shown}; Ctrl-C stops it)", flush=True)
         server.wait()
         return server.returncode
     except KeyboardInterrupt:
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         print("MLflow UI stopped", flush=True)
 
 
-def _wait_for(url: str, server: subprocess.Popen, timeout: float = 120) -> bool:
+def _wait_for(url: str, server: subprocess.Popen, timeout: float = 180) -> bool:
+    """True once `url` answers; generous: a server on 2 cores busy with a sweep takes over 30 s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and server.poll() is None:
         try:

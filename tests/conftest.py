@@ -109,13 +109,12 @@ class MlflowServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> MlflowServer:
-        mlflow_bin = Path(sys.executable).with_name("mlflow")
-        cmd = [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{self.root}/mlflow.db"]
-        cmd += ["--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1"]
-        cmd += ["--port", str(self.port)]
+        from initsweep.tracking import server_command
+
+        cmd = server_command(f"sqlite:///{self.root}/mlflow.db", port=self.port, artifacts=self.root / "artifacts")
         with open(self.root / "server.log", "a") as log:
             self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
-        if not wait_for_http(f"{self.uri}/health", self.process, timeout=90):
+        if not wait_for_http(f"{self.uri}/health", self.process, timeout=180):  # 2 busy cores: tens of seconds
             self.stop()
             raise RuntimeError(f"mlflow server did not start: {(self.root / 'server.log').read_text()[-2000:]}")
         return self

@@ -48,8 +48,11 @@ def test_every_shipped_config_loads(path):
         assert cfg.n_trials == cfg.search.n_trials and set(cfg.search.space()) == set(cfg.search.schemes)
         return
     trials = cfg.trials()
-    assert len(trials) == len(cfg.schemes) * len(cfg.combinations()) == cfg.n_trials
+    per_cell = 1 + (cfg.tune.n_candidates if cfg.tune else 0)  # a tuned grid: its candidates, then the row
+    assert len(trials) * per_cell == len(cfg.schemes) * len(cfg.combinations()) * per_cell == cfg.n_trials
     assert len({t.name for t in trials}) == len(trials)
+    if cfg.tune:
+        assert all(t.seeds == cfg.tune.seeds and t.stage == "tune" for t in cfg.tuning_trials())
     assert all(t.seeds == cfg.seeds and t.train == cfg.train for t in trials)
     assert all(t.model == cfg.model for t in trials if not t.axes)
 
@@ -99,7 +102,42 @@ BAD = [
     ({"model": {"name": "cnn", "hidden": [256]}}, "model.hidden: input should be a valid integer"),
     ({"data": {"dataset": "cifar10"}}, "data.dataset: unknown dataset 'cifar10' (valid: fashion_mnist)"),
     ({"data": {"limit": 70000}}, "data.limit: 70000 is more than the 60000 images"),
-    ({"data": {"limit": 1}}, "data.limit: 1 images leave an empty train or validation split"),
+    ({"data": {"limit": 1}}, "data.limit: 1 images leave 1 train and 0 validation images (val_fraction 0.2); each"),
+    ({"data": {"limit": 30}}, "data.limit: 30 images leave 24 train and 6 validation images"),
+    ({"data": {"val_fraction": 0.9999}}, "data.val_fraction: 60000 images leave 6 train and 59994 validation images"),
+    ({"data": {"limit": 100}}, "data.limit: 100 images leave 80 train images (val_fraction 0.2), fewer than one batch"),
+    ({"data": {"limit": 5000, "val_fraction": 0.99}}, "data.val_fraction: 5000 images leave 50 train images"),
+    ({"train": {"batch_size": 50000}}, "train.batch_size: 60000 images leave 48000 train images (val_fraction 0.2)"),
+    ({"data": {"split_seed": -1}}, "data.split_seed: input should be greater than or equal to 0 (got -1)"),
+    ({"data": {"split_seed": 2**63}}, "data.split_seed: 9223372036854775808 is out of range"),
+    ({"seeds": [0, 2**63]}, "seeds.1: 9223372036854775808 is out of range (numbers here fit in 64 bits)"),
+    ({"seeds": [-2]}, "seeds: seeds must be >= 0 and <= 9223372036854775807 (2**63 - 1) (got -2)"),
+    ({"train": {"epochs": 10**30}}, "train.epochs: 1000000000000000000000000000000 is out of range"),
+    ({"train": {"epochs": 10**5000}}, "train.epochs: <an integer of 5001 digits> is out of range"),
+    ({"train": {"lr": float("nan")}}, "train.lr: nan is not a finite number"),
+    ({"train": {"momentum": "nan"}}, "train.momentum: input should be a finite number (got 'nan')"),
+    ({"init": {"bias": "constant", "bias_value": float("-inf")}}, "init.bias_value: -inf is not a finite number"),
+    ({"schemes": [{"scheme": "normal", "std": float("inf")}]}, "schemes.0.std: inf is not a finite number"),
+    ({"schemes": [{"scheme": "uniform", "low": [0]}]}, "schemes.0.low: [0] is not a number or a name"),
+    ({"schemes": [{"scheme": "uniform", 1: 0}]}, "schemes.0.1: not a parameter name (a string)"),
+    ({"model": {"hidden": [256, 0]}}, "model.hidden.1: input should be greater than 0 (got 0)"),
+    ({"model": {"depth": 2, "width": 0}}, "model.width: input should be greater than 0 (got 0)"),
+    ({"model": {"depth": 0}}, "model.depth: input should be greater than 0 (got 0)"),
+    ({"model": {"depth": 1001}}, "model.depth: input should be less than or equal to 1000 (got 1001)"),
+    ({"model": {"dropout": float("nan")}}, "model.dropout: nan is not a finite number"),
+    ({"model": {"name": "cnn", "channels": [8, 0]}}, "model.channels.1: input should be greater than 0 (got 0)"),
+    ({"model": {"name": "cnn", "hidden": 0}}, "model.hidden: input should be greater than 0 (got 0)"),
+    ({"model": {"name": "cnn", "channels": [4] * 5}}, "model.channels: 5 conv blocks (each halving the image) shrink"),
+    ({"model": {"name": [1]}}, "model: input tag '[1]' found using 'name' does not match any of the expected tags"),
+    ({"report": {"level": 1.0}}, "report.level: input should be less than 1 (got 1.0)"),
+    (
+        {"report": {"reference": {"values": {"uniform_fan_in(c=1)": {"run A": float("nan")}}}}},
+        "report.reference.values.uniform_fan_in(c=1).run A: nan is not a finite number",
+    ),
+    ({"grid": {1: [2]}}, "grid.1: keys should be strings (got 1)"),
+    ({"name": None}, "name: input should be a valid string (got None)"),
+    ({"name": b"\xff"}, "name: input should be a valid string, unable to parse raw data as a unicode string"),
+    ({"x\ny": 1}, "x\\ny: unknown key"),
     ({"init": {"bias": "ones"}}, "init.bias: input should be 'zeros', 'constant' or 'default'"),
     ({"init": {"bias_value": 0.1}}, "init.bias_value: only used with bias: constant"),
     ({"name": ""}, "name: string should have at least 1 character"),
@@ -122,6 +160,10 @@ BAD_SEARCH = [
     ({"schemes": {"kaiming_normal": {"mode": ["fan_avg"]}}}, "search.schemes.kaiming_normal.mode: choices ['fan_avg']"),
     ({"schemes": {"normal": {"mean": [0, 1], "std": -1}}}, "search.schemes.normal.std: -1 is outside its domain"),
     ({"n_trials": 0}, "search.n_trials: input should be greater than 0"),
+    ({"seed": 2**32}, "search.seed: input should be less than or equal to 4294967295 (got 4294967296)"),
+    ({"seed": -1}, "search.seed: input should be greater than or equal to 0 (got -1)"),
+    ({"schemes": {"uniform": {"low": [float("nan"), 1]}}}, "search.schemes.uniform.low.0: nan is not a finite number"),
+    ({"schemes": {"uniform": {"low": [0, 2**64]}}}, "search.schemes.uniform.low.1: 18446744073709551616 is out of"),
     ({"sampler": "cmaes"}, "search.sampler: input should be 'tpe', 'random' or 'qmc'"),
 ]
 
@@ -149,6 +191,22 @@ def test_bad_config_is_one_line_naming_the_key(change, message):
     assert text.startswith(message), text
 
 
+def test_missing_keys_and_junk_that_is_no_config():
+    with pytest.raises(ConfigError, match=r"^name: missing \(a required key\)$"):
+        parse_config({k: v for k, v in GOOD.items() if k != "name"})
+    with pytest.raises(ConfigError, match=r"^config: expected a mapping of keys, got list$"):
+        parse_config([GOOD])
+    cycle = [0]
+    cycle.append(cycle)
+    with pytest.raises(ConfigError, match=r"^config: more than 100000 values \(each YAML alias counted"):
+        parse_config(GOOD | {"seeds": cycle})
+    deep: list = [1]
+    for _ in range(50_000):
+        deep = [deep]
+    with pytest.raises(ConfigError, match=r"^grid\.model\.hidden\.0: input should be a valid integer \(got \[\[\["):
+        parse_config(GOOD | {"grid": {"model.hidden": [deep]}})
+
+
 def test_missing_and_invalid_files(tmp_path):
     with pytest.raises(ConfigError, match=r"nope.yaml: config file not found"):
         load_config(tmp_path / "nope.yaml")
@@ -163,11 +221,50 @@ def test_missing_and_invalid_files(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"name: \xff\n", "not UTF-8 text (invalid start byte: byte 6)"),
+        (b"", "empty config file (no keys)"),
+        (b"# only a comment\n", "empty config file (no keys)"),
+        (b"name: a\x00b\n", "not valid YAML at character 7: special characters are not allowed (#x0000)"),
+        (b"seeds: [" + b"1" * 5000 + b"]\n", "not valid YAML: Exceeds the limit (4300 digits) for integer string"),
+        (b"seeds: " + b"[" * 5000 + b"]" * 5000, "not valid YAML: nested too deeply"),
+        (b"a: &a [*a]\n", None),  # a cycle: "config: more than 100000 values"
+    ],
+)
+def test_files_that_are_no_yaml_mapping(tmp_path, content, message):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    expected = f"{path}: {message}" if message else "config: more than 100000 values"
+    assert str(err.value).startswith(expected), str(err.value)
+
+
+def test_a_directory_is_no_config_file(tmp_path):
+    with pytest.raises(ConfigError, match=r": is a directory, not a config file$"):
+        load_config(tmp_path)
+
+
+def test_yaml_nan_and_inf_name_the_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: t\nseeds: [0]\nschemes: [constant]\ntrain: {lr: .nan}\n")
+    with pytest.raises(ConfigError, match=r"^train\.lr: nan is not a finite number$"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"^model\.dropout: inf is not a finite number$"):
+        load_config(SWEEPS / "smoke.yaml", ["model.dropout=.inf"])
+
+
+@pytest.mark.parametrize(
     "assignment,message",
     [
         ("train.epochs", "--set train.epochs: expected KEY=VALUE"),
         ("schemes.9.c=1", "schemes.9: no such list item (has 1)"),
         ("name.x=1", "name: is not a mapping, cannot set name.x"),
+        ("train..lr=1", "--set train..lr=1: 'train..lr' is not a dotted key path (an empty part)"),
+        ("schemes.²=1", "schemes.²: no such list item (has 1)"),
+        ("train.epochs=" + "9" * 5000, "train.epochs: cannot read '9999"),
+        ("seeds=" + "[" * 5000, "seeds: cannot read '[[[["),
     ],
 )
 def test_bad_override(assignment, message):
@@ -223,7 +320,8 @@ def test_a_dumped_grid_sweep_reloads_to_the_same_trials():
 
 def test_set_reaches_a_grid_axis():
     cfg = load_config(SWEEPS / "depth_study.yaml", ["grid.model.depth=[2, 3]", "grid.model.activation=[tanh]"])
-    assert cfg.grid == {"model.depth": [2, 3], "model.activation": ["tanh"]} and cfg.n_trials == 2 * 6
+    assert cfg.grid == {"model.depth": [2, 3], "model.activation": ["tanh"]}
+    assert cfg.n_trials == 2 * 5 * (3 + 1)  # combinations x rows x (3 lr candidates, then the judged trial)
 
 
 @pytest.mark.parametrize(
@@ -238,11 +336,25 @@ def test_set_reaches_a_grid_axis():
         ({"model.activation": ["swish"]}, "grid.model.activation: input should be 'relu', 'tanh'"),
         ({"train.lr": [-1]}, "grid.train.lr: input should be greater than 0 (got -1)"),
         ({"model.depth": 4}, "grid.model.depth: input should be a valid list (got 4)"),
+        ({"model.depth": [2, float("nan")]}, "grid.model.depth.1: nan is not a finite number"),
+        ({"train.lr": [float("inf")]}, "grid.train.lr.0: inf is not a finite number"),
+        ({"model.width": [64, 0]}, "grid.model.width: input should be greater than 0 (got 0)"),
+        ({"model.hidden": [[8, 0]]}, "grid.model.hidden.1: input should be greater than 0 (got 0)"),
+        ({"data.limit": [2000, 30]}, "grid.data.limit: 30 images leave 24 train and 6 validation images"),
+        ({"data.limit": [2000, 100]}, "grid.data.limit: 100 images leave 80 train images (val_fraction 0.2), fewer"),
+        ({"train.batch_size": [100, 50000]}, "grid.train.batch_size: 60000 images leave 48000 train images"),
+        ({"model.depth": list(range(1, 101)), "model.width": list(range(1, 101))}, "grid: 30000 trials (rows x"),
     ],
 )
 def test_bad_grid_axes_name_the_axis(grid, message):
     with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
         parse_config(STUDY | {"grid": grid})
+
+
+def test_a_cnn_grid_checks_the_conv_blocks_per_trial():
+    cnn = STUDY | {"model": {"name": "cnn"}, "grid": {"model.channels": [[8], [8] * 4, [8] * 5]}}
+    with pytest.raises(ConfigError, match=r"^grid\.model\.channels: 5 conv blocks .* at most 4 fit$"):
+        parse_config(cnn)
 
 
 def test_grid_axes_must_fit_the_model_and_the_sweep_kind():

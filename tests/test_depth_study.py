@@ -13,7 +13,7 @@ from test_sweep import assert_complete
 SMALL = [
     str(ROOT / "sweeps" / "depth_study.yaml"),
     *("--set", "data.limit=2000", "--set", "train.epochs=1", "--set", "seeds=[0, 1]"),
-    *("--set", "grid.model.depth=[2, 6]"),
+    *("--set", "grid.model.depth=[2, 6]", "--set", "tune=null"),  # the grid alone (tests/test_tuning.py: stages)
     *("--set", "schemes=[{scheme: uniform_fan_in, c: 1}, {scheme: kaiming_normal, label: he}]"),
 ]
 

@@ -216,6 +216,41 @@ def test_mlflow_server_away_for_30_s_mid_sweep_loses_nothing(tmp_path):
         server.stop()
 
 
+SHORT_RETRIES = {  # MLflow's own settings: give up after about 3 s instead of about 4 minutes
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+}
+
+
+def test_mlflow_server_down_past_the_retries_stops_with_one_line_and_the_rerun_repairs(tmp_path):
+    server = MlflowServer(tmp_path).start()
+    try:
+        smoke = str(ROOT / "sweeps" / "smoke.yaml")
+        args = [smoke, "--tracking-uri", server.uri, "--storage-path", str(tmp_path / "ray")]
+        driver = Driver(args, tmp_path, env=SHORT_RETRIES)
+        deadline = time.monotonic() + 300
+        while not driver.progress():  # the first trial finished; the driver is about to write it
+            assert driver.proc.poll() is None and time.monotonic() < deadline, "".join(driver.lines)[-12000:]
+            time.sleep(0.05)
+        server.stop()
+        assert driver.finish(timeout=300) == 3, "".join(driver.lines)[-12000:]
+        errors = [line for line in driver.lines if line.startswith("error:")]
+        assert len(errors) == 1 and "Traceback" not in "".join(driver.lines), "".join(driver.lines)[-6000:]
+        assert errors[0].startswith(f"error: --tracking-uri {server.uri}: the tracking server stopped answering")
+        assert "run the same command again to resume" in errors[0]
+        tune_dir = next((tmp_path / "ray").glob("smoke-*"))
+        assert list(tune_dir.glob("*/checkpoint_*"))  # Tune's state and checkpoints are kept
+
+        server.start()
+        again = Driver(args, tmp_path)
+        assert again.finish() == 0, "".join(again.lines)[-12000:]
+        assert "resuming sweep" in "".join(again.lines)
+        assert_complete(mlflow_runs(server.uri, "smoke"), n_trials=3, n_seeds=2)
+    finally:
+        server.stop()
+
+
 def test_two_sweeps_at_once_on_one_sqlite_store_listening_on_loopback_only(tmp_path):
     smoke = str(ROOT / "sweeps" / "smoke.yaml")
     storage = ("--storage-path", str(tmp_path / "ray"))

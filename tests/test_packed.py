@@ -1,17 +1,22 @@
-"""Packed seeds train exactly as they would alone: same init, data order, dropout stream, optimizer."""
+"""Packed seeds train exactly as they would alone: same init, data order, dropout stream, optimizer; the
+hand-written packed MLP and, for any model, the vmapped one (torch.func)."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
+from torch import nn
 
 from initsweep.catalog.models import CNNConfig, MLPConfig
 from initsweep.config import TrialConfig
-from initsweep.engine.models import build_model
+from initsweep.engine import train as train_module
+from initsweep.engine.models import BUILDERS, build_model
 from initsweep.engine.packed import PackedMLP, dropout, packable, packed_cross_entropy
-from initsweep.engine.train import run_trial
+from initsweep.engine.train import PackingFallbackWarning, run_trial
+from initsweep.engine.vmapped import VmappedModel
 
 
 def trial(seeds, **train) -> TrialConfig:
@@ -68,3 +73,166 @@ def test_dropout_keeps_1_minus_p_and_the_mean():
 def test_only_mlps_pack():
     assert packable(build_model(MLPConfig(hidden=[64], activation="tanh"), (1, 28, 28), 10))
     assert not packable(build_model(CNNConfig(), (1, 28, 28), 10))
+
+
+# --- packed seeds for any model: torch.func (stack_module_state, functional_call, vmap) ---------------
+
+
+class Residual(nn.Module):
+    """x + BN(conv(ReLU(BN(conv(x))))), then ReLU: the ResNet basic block."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c, c, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(),
+            nn.Conv2d(c, c, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+        )
+
+    def forward(self, x):
+        return torch.relu(x + self.body(x))
+
+
+def conv_bn(cfg, input_shape, num_classes, dropout: float = 0.0):
+    """A small conv + BatchNorm2d net (stride-2 convs keep it quick on 2 cores). Its convs have no bias, as
+    usual before a BatchNorm: such a bias gets a gradient of pure rounding noise, which Adam scales up to
+    full steps, so its value (and the running mean) would differ between any two code paths."""
+    layers = [nn.Conv2d(1, 4, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU()]
+    layers += [nn.Conv2d(4, 8, 3, stride=2, bias=False)]
+    layers += [nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 32), nn.ReLU()]
+    return nn.Sequential(*layers, *([nn.Dropout(dropout)] if dropout else []), nn.Linear(32, num_classes))
+
+
+def residual(cfg, input_shape, num_classes):
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        Residual(8),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, num_classes),
+    )
+
+
+def mlp_without_dropout(cfg, input_shape, num_classes):
+    return build_model(MLPConfig(hidden=[64, 32], dropout=0.0), input_shape, num_classes)
+
+
+class ItemInForward(nn.Module):
+    """Data-dependent control flow: vmap cannot run it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x):
+        x = self.fc(x.flatten(1))
+        return x * 2 if x.sum().item() > 0 else x
+
+
+@pytest.fixture
+def model_as_cnn(monkeypatch):
+    """Build `model.name: cnn` trials with a test's own factory (the registries are left alone)."""
+
+    def use(factory):
+        monkeypatch.setitem(BUILDERS, "cnn", factory)
+        monkeypatch.setattr(train_module, "packable", lambda model: False)  # the generic path for MLPs too
+
+    return use
+
+
+def cnn_trial(seeds, **train) -> TrialConfig:
+    raw = {"seeds": seeds, "row": "kaiming_normal", "model": {"name": "cnn"}}
+    return TrialConfig.model_validate(raw | {"train": {"epochs": 1, "log_every": 1} | train})
+
+
+def snapshots(cfg, data, **kw):
+    seen = []
+    result = run_trial(cfg, data, on_epoch=lambda epoch, seeds, snapshot: seen.append(snapshot()), **kw)
+    return result, seen[-1]
+
+
+@pytest.mark.parametrize("factory", [mlp_without_dropout, conv_bn, residual], ids=["mlp", "conv-bn", "residual"])
+def test_vmapped_seeds_train_as_one_seed_at_a_time(small_data, model_as_cnn, factory):
+    model_as_cnn(factory)
+    cfg = cnn_trial([0, 1, 2], epochs=2)
+    (packed, packed_state), (alone, alone_state) = snapshots(cfg, small_data), snapshots(cfg, small_data, pack=False)
+    assert len(packed_state["runs"]) == 1 and len(alone_state["runs"]) == 3  # one vmapped run, three seed runs
+    for p, a in zip(packed.seeds, alone.seeds, strict=True):
+        first_ten = zip(p.step_losses[:10], a.step_losses[:10], strict=True)
+        assert all(sp == sa and lp == pytest.approx(la, rel=1e-4) for (sp, lp), (sa, la) in first_ten)
+        assert p.final["val_accuracy"] == pytest.approx(a.final["val_accuracy"], abs=0.5)
+        assert p.test_accuracy == pytest.approx(a.test_accuracy, abs=0.5)
+    buffers = packed_state["runs"][0]["model"]["buffers"]
+    assert any(k.endswith("running_mean") for k in buffers) == (factory is not mlp_without_dropout)
+    for name, stacked in buffers.items():  # each seed's own BatchNorm running statistics
+        for s, run in enumerate(alone_state["runs"]):
+            assert torch.allclose(stacked[s].double(), run["model"][name].double(), rtol=1e-4, atol=1e-4), name
+
+
+def test_vmapped_dropout_differs_per_seed_and_repeats_bit_for_bit(small_data, model_as_cnn):
+    model_as_cnn(lambda c, s, n: conv_bn(c, s, n, dropout=0.5))
+    cfg = cnn_trial([0, 1], epochs=2, val_train_mode=True)
+    first, second = run_trial(cfg, small_data), run_trial(cfg, small_data)
+    assert [as_tuple(s) for s in first.seeds] == [as_tuple(s) for s in second.seeds]
+    # the masks: identical weights in every seed, different masks
+    same = conv_bn(None, None, 10, dropout=0.5)
+    model = VmappedModel([copy.deepcopy(same) for _ in range(3)])
+    x = small_data.train.x[:8]
+    model.eval(train_mode=True)
+    out = model(x, [torch.Generator().manual_seed(i) for i in range(3)], shared=True)
+    assert not torch.equal(out[0], out[1]) and not torch.equal(out[1], out[2])
+    model.eval()
+    out = model(x, None, shared=True)
+    assert torch.equal(out[0], out[1]) and torch.allclose(out[0], same.eval()(x), atol=1e-5)
+
+
+def test_vmapped_mlp_gets_the_hand_written_packed_mlps_dropout_masks(small_data, model_as_cnn):
+    """An MLP with dropout: PackedMLP and the vmapped model draw the same masks from each seed's stream."""
+    cfg = TrialConfig.model_validate({"seeds": [0, 1], "row": "xavier_uniform", "train": {"epochs": 1, "log_every": 1}})
+    hand = run_trial(cfg, small_data).seeds
+    model_as_cnn(None)  # packable -> False: the same MLP config through the vmapped path
+    generic = run_trial(cfg, small_data).seeds
+    for h, g in zip(hand, generic, strict=True):
+        assert [v for _, v in h.step_losses] == pytest.approx([v for _, v in g.step_losses], rel=1e-4)
+        assert h.final["val_accuracy"] == pytest.approx(g.final["val_accuracy"], abs=0.5)
+
+
+def test_vmapped_resume_gives_the_uninterrupted_metrics(small_data, model_as_cnn):
+    model_as_cnn(lambda c, s, n: conv_bn(c, s, n, dropout=0.3))
+    cfg = cnn_trial([0, 1], epochs=2, val_train_mode=True, log_every=4)
+    straight = run_trial(cfg, small_data)
+    saved = []
+    run_trial(cfg, small_data, on_epoch=lambda e, seeds, snapshot: saved.append(snapshot()) if e == 1 else 0)
+    resumed = run_trial(cfg, small_data, resume=saved[0])
+    assert [as_tuple(s) for s in resumed.seeds] == [as_tuple(s) for s in straight.seeds]
+
+
+def test_a_model_vmap_cannot_run_trains_one_seed_at_a_time_and_says_so(small_data, model_as_cnn):
+    model_as_cnn(lambda c, s, n: ItemInForward())
+    notes = []
+    cfg = cnn_trial([0, 1])
+    with pytest.warns(PackingFallbackWarning, match="does not vmap"):
+        result = run_trial(cfg, small_data, on_note=notes.append)
+    assert len(notes) == 1 and "one at a time" in notes[0] and "\n" not in notes[0]
+    alone = run_trial(cfg, small_data, pack=False)
+    assert [as_tuple(s) for s in result.seeds] == [as_tuple(s) for s in alone.seeds]
+
+
+def test_vmapped_unpack_gives_each_seeds_own_model():
+    models = [residual(None, None, 10) for _ in range(2)]
+    originals = [copy.deepcopy(m).eval() for m in models]
+    packed = VmappedModel(models)
+    x = torch.rand(5, 1, 28, 28)
+    packed.eval()
+    out = packed(x, None, shared=True)
+    for s, original in enumerate(originals):
+        assert torch.allclose(out[s], original(x), atol=1e-5)
+        assert torch.allclose(packed.unpack(original, s).eval()(x), original(x), atol=1e-6)
+
+
+def as_tuple(s):
+    return (s.epochs, s.step_losses, s.test_accuracy, s.diverged_step)

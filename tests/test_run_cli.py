@@ -56,16 +56,18 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, monkeypatch, capsy
 
     assert main([str(ROOT / "sweeps" / "depth_study.yaml"), "--dry-run"]) == 0
     study = capsys.readouterr().out
-    assert "sweep 'depth_study' (grid): 60 trials x 3 seeds [0, 1, 2] = 180 trained models" in study
     assert (
-        "6 scheme rows x 10 grid combinations: model.depth in [2, 4, 8, 16, 32]; model.activation in [relu, tanh]"
-        in study
+        "sweep 'depth_study' (grid): 120 trials (90 candidates x 2 tuning seeds, then 30 x 3 evaluation seeds) = "
+        "270 trained models" in study
     )
+    assert "5 scheme rows x 6 grid combinations: model.depth in [4, 16, 32]; model.activation in [relu, tanh]" in study
+    assert "stage 1 (tune): each of the 30 rows x combinations tries every combination of train.lr in " in study
+    assert "stage 2 (eval): each row at its own chosen values on the evaluation seeds [0, 1, 2]" in study
     assert re.search(
-        r"\n57 +kaiming_normal\(auto\) depth=32 activation=tanh +kaiming_normal +a=0, mode=fan_in, nonlinearity=tanh",
+        r"\n28 +kaiming_normal\(auto\) depth=32 activation=tanh +kaiming_normal +a=0, mode=fan_in, nonlinearity=tanh",
         study,
     )
-    assert re.search(r"\n58 +orthogonal\(gain=auto\) depth=32 activation=tanh +orthogonal +gain=1.66667\n", study)
+    assert re.search(r"\n29 +orthogonal\(gain=auto\) depth=32 activation=tanh +orthogonal +gain=1.66667\n", study)
 
     assert main([str(ROOT / "sweeps" / "search_bounds.yaml"), "--dry-run", "--set", "search.n_trials=7"]) == 0
     search = capsys.readouterr().out

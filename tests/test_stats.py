@@ -58,3 +58,14 @@ def test_mismatched_or_empty_samples_are_errors():
         paired_difference([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="no values"):
         mean_ci([])
+
+
+def test_adjusted_p_values_are_benjamini_hochberg_and_skip_single_seeds():
+    from initsweep.report.stats import adjust_p_values
+
+    # BH by hand: sorted p (0.01, 0.03, 0.04, 0.5) times m/rank (4, 2, 4/3, 1), then the running minimum
+    # from the largest down: 0.04, 0.0533, 0.0533, 0.5.
+    got = adjust_p_values([0.01, 0.04, float("nan"), 0.03, 0.5])
+    assert got[0] == pytest.approx(0.04) and got[1] == pytest.approx(0.16 / 3) and got[3] == pytest.approx(0.16 / 3)
+    assert got[4] == pytest.approx(0.5) and math.isnan(got[2])
+    assert adjust_p_values([]) == [] and all(math.isnan(p) for p in adjust_p_values([float("nan")]))

@@ -43,6 +43,10 @@ def test_the_progress_line_says_what_finished_and_how_far_the_sweep_is():
     assert "(finished before the restart: nothing trained)" in progress_line(
         SMOKE, 1, "o", "t", resumed, failed=False, best_text="", elapsed=0, eta=0
     )
+    noted = last | {"note": "model does not vmap: its seeds train one at a time"}
+    assert "85.12 ± 0.41 [model does not vmap: its seeds train one at a time]  (trial t)" in progress_line(
+        SMOKE, 1, "o", "t", noted, failed=False, best_text="", elapsed=0, eta=0
+    )
     assert ": FAILED  (trial t)" in progress_line(SMOKE, 1, "o", "t", None, failed=True, best_text="", elapsed=0, eta=0)
 
 

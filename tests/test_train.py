@@ -24,6 +24,26 @@ def as_tuple(seed_result):
     return (seed_result.epochs, seed_result.step_losses, seed_result.test_accuracy, seed_result.diverged_step)
 
 
+LOSS_RTOL = 1e-4
+"""Across code paths (packed or alone, resumed or straight) floats may differ in the last bits: batched
+matmuls of different batch counts, or another CPU's kernels, round differently. Losses agree within this
+relative tolerance; accuracies (counts of argmax hits) within ACCURACY_ATOL points."""
+ACCURACY_ATOL = 0.5
+
+
+def assert_same_within_tolerance(a, b) -> None:
+    """Two runs of one seed through different code paths: the same metrics up to float rounding."""
+    assert a.diverged_step == b.diverged_step and len(a.epochs) == len(b.epochs)
+    for ea, eb in zip(a.epochs, b.epochs, strict=True):
+        assert ea.keys() == eb.keys()
+        for key in ea:
+            tol = {"abs": ACCURACY_ATOL} if "accuracy" in key else {"rel": LOSS_RTOL}
+            assert ea[key] == pytest.approx(eb[key], **tol), key
+    assert [s for s, _ in a.step_losses] == [s for s, _ in b.step_losses]
+    assert [v for _, v in a.step_losses] == pytest.approx([v for _, v in b.step_losses], rel=LOSS_RTOL)
+    assert a.test_accuracy == pytest.approx(b.test_accuracy, abs=ACCURACY_ATOL)
+
+
 def test_per_epoch_metrics_and_k_step_losses(small_data):
     seen = []
     result = run_trial(
@@ -50,8 +70,10 @@ def test_same_config_and_seeds_give_identical_metrics(small_data):
 
 def test_a_seed_does_not_depend_on_its_trial_mates(small_data):
     alone = run_trial(trial(seeds=[3], train={"epochs": 1, "val_train_mode": True}), small_data).seeds[0]
+    again = run_trial(trial(seeds=[3], train={"epochs": 1, "val_train_mode": True}), small_data).seeds[0]
     grouped = run_trial(trial(seeds=[1, 2, 3], train={"epochs": 1, "val_train_mode": True}), small_data).seeds
-    assert as_tuple(alone) == as_tuple(grouped[2])
+    assert as_tuple(alone) == as_tuple(again)  # the same path twice: bit for bit
+    assert_same_within_tolerance(alone, grouped[2])  # packed with others: equal up to rounding
     assert as_tuple(grouped[0]) != as_tuple(grouped[1])  # other seeds, other results
 
 
@@ -73,7 +95,8 @@ def test_resuming_from_a_snapshot_gives_the_uninterrupted_metrics(small_data, tm
     seen = []
     resumed = run_trial(cfg, small_data, resume=state, on_epoch=lambda epoch, seeds, _: seen.append(epoch))
     assert seen == [2, 3]  # epoch 1 is not trained again
-    assert [as_tuple(s) for s in resumed.seeds] == [as_tuple(s) for s in straight.seeds]
+    for a, b in zip(resumed.seeds, straight.seeds, strict=True):
+        assert_same_within_tolerance(a, b)
     final = []
     run_trial(cfg, small_data, on_epoch=lambda epoch, seeds, snapshot: final.append(snapshot()))
     assert run_trial(cfg, small_data, resume=final[-1]).seeds[0].test_accuracy == straight.seeds[0].test_accuracy

@@ -1,33 +1,57 @@
 """The model registry's configs: name -> its typed config class (pydantic; no torch here).
 
-Each config class's `name` field is its registry key; `initsweep.config` joins them into one tagged union,
-so a model's keys are validated with the rest of the sweep config. The builder behind each name is in
-`initsweep.engine.models.BUILDERS`; `tests/test_models.py` runs the same checks over every entry.
+Each config class's `name` field is its registry key; `initsweep.config` looks the name up when it
+validates a sweep's `model` (`model_config_class`), so a model's keys are validated with the rest of the
+sweep config. The builder behind each built-in name is in `initsweep.engine.models.BUILDERS`;
+`tests/test_models.py` runs the same checks over every entry.
+
+Your own networks (`UserModelConfig`): `name: import` with a `target` import path, a name given to
+`register_model` in this process, or an entry point of an installed package (group `initsweep.models`).
+Each is `factory(input_shape, num_classes, **kwargs) -> nn.Module`, imported and called by the engine.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["ACTIVATIONS", "MODEL_CONFIGS", "Activation", "CNNConfig", "MLPConfig"]
+from initsweep.catalog import IMPORT, Registered, check_target, entry_point_targets, import_path
+
+__all__ = [
+    "ACTIVATIONS",
+    "ENTRY_POINT_GROUP",
+    "MAX_DEPTH",
+    "MODEL_CONFIGS",
+    "REGISTERED_MODELS",
+    "Activation",
+    "CNNConfig",
+    "MLPConfig",
+    "UserModelConfig",
+    "model_config_class",
+    "register_model",
+]
 
 ACTIVATIONS = ("relu", "tanh", "gelu", "selu", "identity")
 Activation = Literal["relu", "tanh", "gelu", "selu", "identity"]
+MAX_DEPTH = 1000
+"""The most hidden layers `depth` may ask for (each one a layer to build, init and train)."""
+_Size = Annotated[int, Field(gt=0)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 class MLPConfig(_Strict):
     """The founding experiment's net: 784-256-128-10, ReLU, dropout 0.2 after each hidden layer."""
 
     name: Literal["mlp"] = "mlp"
-    hidden: list[int] = Field(default=[256, 128], min_length=1)
+    hidden: list[_Size] = Field(default=[256, 128], min_length=1)
     """Width of each hidden layer, input side first."""
-    depth: int | None = Field(default=None, gt=0)
+    depth: int | None = Field(default=None, gt=0, le=MAX_DEPTH)
     """Or this many hidden layers, each `width` units wide (for depth studies); sets `hidden`."""
     width: int = Field(default=256, gt=0)
     """The width of each hidden layer when `depth` is given (ignored without it)."""
@@ -50,7 +74,7 @@ class CNNConfig(_Strict):
     """A small conv net for 28x28 images, so that schemes are tried on conv weights too."""
 
     name: Literal["cnn"] = "cnn"
-    channels: list[int] = Field(default=[16, 32], min_length=1)
+    channels: list[_Size] = Field(default=[16, 32], min_length=1)
     """Channels of each 3x3 conv block (conv, activation, 2x2 max-pool)."""
     hidden: int = Field(default=128, gt=0)
     """Width of the dense layer before the classifier."""
@@ -61,3 +85,81 @@ class CNNConfig(_Strict):
 
 
 MODEL_CONFIGS: dict[str, type[_Strict]] = {"mlp": MLPConfig, "cnn": CNNConfig}
+"""The built-in models (your own are `UserModelConfig`s or registered config classes)."""
+ENTRY_POINT_GROUP = "initsweep.models"
+REGISTERED_MODELS: dict[str, Registered] = {}
+"""Models given to `register_model` in this process: name -> factory, its import path, its config class."""
+
+
+class UserModelConfig(_Strict):
+    """A network from your code: `factory(input_shape, num_classes, **kwargs) -> nn.Module`, with
+    `input_shape` one input's shape (no batch dimension)."""
+
+    name: str = IMPORT
+    """`import` (the factory is `target`), a registered name, an entry point's name, or any name with a `target`."""
+    target: str | None = None
+    """The factory as `package.module:function`, imported from the working folder or the installed packages."""
+    kwargs: dict[str, Any] = {}
+    """Keyword arguments for the factory (YAML values)."""
+    activation: Activation = "relu"
+    """Your network's nonlinearity: `auto` gains follow it (as for the built-in models)."""
+
+    @field_validator("target")
+    @classmethod
+    def _import_path(cls, target: str | None) -> str | None:
+        return None if target is None else check_target(target)
+
+    @model_validator(mode="after")
+    def _import_needs_target(self) -> UserModelConfig:
+        if self.target is None and self.name == IMPORT:
+            raise ValueError("target: missing (name: import needs target: package.module:factory)")
+        if self.target is None and self.name not in REGISTERED_MODELS:
+            raise ValueError(f"name: {self.name!r} is not registered in this process and has no target")
+        return self
+
+
+def register_model(name: str, factory: Callable[..., Any], config_class: type[BaseModel] | None = None) -> None:
+    """Make `model: {name: NAME, ...}` build `factory(input_shape, num_classes, **kwargs)`.
+
+    Without `config_class` the model takes `kwargs` (and `activation`), as `name: import` does. A
+    `config_class` is a pydantic model with a field `name: Literal[NAME]` and an `activation` field (for
+    `auto` gains); its other fields are validated with the sweep config and passed as keyword arguments.
+    Ray workers are other processes: they find the factory by its import path (a module-level function),
+    and a config class's module is imported there when the sweep arrives, so register at module level.
+    """
+    if not isinstance(name, str) or not name or name in MODEL_CONFIGS or name == IMPORT:
+        raise ValueError(f"register_model: {name!r} is a built-in model name or not a name")
+    if not callable(factory):
+        raise TypeError(f"register_model: factory {factory!r} is not callable")
+    if config_class is not None:
+        fields = getattr(config_class, "model_fields", None)
+        if not (isinstance(config_class, type) and issubclass(config_class, BaseModel)):
+            raise TypeError(f"register_model: config_class {config_class!r} is not a pydantic model")
+        if "name" not in fields or typing.get_args(fields["name"].annotation) != (name,):
+            raise TypeError(f"register_model: {config_class.__name__} needs a field name: Literal[{name!r}]")
+        if "activation" not in fields:
+            raise TypeError(f"register_model: {config_class.__name__} needs an activation field (for auto gains)")
+    REGISTERED_MODELS[name] = Registered(factory, import_path(factory), config_class)
+
+
+def model_config_class(name: Any, raw: dict) -> tuple[type[BaseModel], dict]:
+    """The config class that validates a `model` section named `name`, and the section to validate: a
+    registered or entry-point name without a config class gets its factory's import path as `target`
+    (so a fresh process, a Ray worker, finds it). `ValueError` for an unknown name."""
+    if isinstance(name, str) and name in MODEL_CONFIGS:
+        return MODEL_CONFIGS[name], raw
+    registered = REGISTERED_MODELS.get(name) if isinstance(name, str) else None
+    if registered is not None and registered.config_class is not None:
+        return registered.config_class, raw
+    if registered is not None:
+        return UserModelConfig, ({"target": registered.target} | raw) if registered.target else raw
+    if name == IMPORT or (isinstance(name, str) and "target" in raw):
+        return UserModelConfig, raw
+    entry = entry_point_targets(ENTRY_POINT_GROUP).get(name) if isinstance(name, str) else None
+    if entry is not None:
+        return UserModelConfig, {"target": entry} | raw
+    known = [*MODEL_CONFIGS, IMPORT, *REGISTERED_MODELS, *entry_point_targets(ENTRY_POINT_GROUP)]
+    raise ValueError(
+        f"input tag {str(name)!r} found using 'name' does not match any of the expected tags: "
+        + ", ".join(repr(k) for k in dict.fromkeys(known))
+    )

@@ -5,6 +5,11 @@ one float tensor in memory. FashionMNIST is read by torchvision from a cache fol
 default `~/.cache/initsweep`). The embedded default fills that cache from Debian's
 `dataset-fashion-mnist` files (or the `.gz` files in `INITSWEEP_DATA_SOURCE`); elsewhere torchvision
 downloads into it.
+
+Your own dataset is `load(**kwargs) -> (x_train, y_train, x_test, y_test)` (tensors or arrays; float
+inputs of any shape, integer labels 0..C-1, C the number of classes y_train has), found by import path,
+`register_dataset` or entry point. It is split like the built-in ones (`limit`, `val_fraction`,
+`split_seed`, `normalize`); its sizes are checked once loaded, with the config's one-line messages.
 """
 
 from __future__ import annotations
@@ -19,10 +24,23 @@ from pathlib import Path
 import torch
 from torchvision import datasets
 
-from initsweep.catalog.datasets import DATASETS, DatasetInfo
+from initsweep.catalog import IMPORT
+from initsweep.catalog.datasets import DATASETS, REGISTERED_DATASETS, DatasetInfo
 from initsweep.config import ConfigError, DataConfig
+from initsweep.engine.models import problem_of, resolve_target
 
-__all__ = ["Data", "DataError", "Split", "cache_dir", "load_configured", "load_data", "load_raw", "source_dir"]
+__all__ = [
+    "Data",
+    "DataError",
+    "Split",
+    "cache_dir",
+    "load_configured",
+    "load_data",
+    "load_raw",
+    "load_user",
+    "source_dir",
+    "split_data",
+]
 
 
 class DataError(ConfigError):
@@ -137,6 +155,28 @@ def load_data(
     `normalize` standardizes pixels with the train split's mean and std.
     """
     full, test = load_raw(dataset)
+    return split_data(
+        full,
+        test,
+        DATASETS[dataset].num_classes,
+        limit=limit,
+        val_fraction=val_fraction,
+        normalize=normalize,
+        split_seed=split_seed,
+    )
+
+
+def split_data(
+    full: Split,
+    test: Split,
+    num_classes: int,
+    *,
+    limit: int | None = None,
+    val_fraction: float = 0.2,
+    normalize: bool = False,
+    split_seed: int = 0,
+) -> Data:
+    """`load_data`'s split of a full train set and a test set (any dataset's)."""
     order = stratified_order(full.y, torch.Generator().manual_seed(split_seed))
     order = order[: limit or len(order)]
     n_val = round(len(order) * val_fraction)
@@ -146,11 +186,83 @@ def load_data(
     if normalize:
         mean, std = train.x.mean(), train.x.std()
         train, val, test = (Split((s.x - mean) / std, s.y) for s in (train, val, test))
-    return Data(train, val, test, DATASETS[dataset].num_classes)
+    return Data(train, val, test, num_classes)
+
+
+_NAMES = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _tensor(value: object, name: str, key: str) -> torch.Tensor:
+    try:
+        return torch.as_tensor(value)
+    except Exception as err:
+        raise ConfigError(f"{key}: {name} is not an array or tensor ({problem_of(err)})") from None
+
+
+def load_user(config: DataConfig) -> Data:
+    """Your dataset, loaded by its loader, checked, and split as `load_data` splits the built-in ones."""
+    key = "data.target" if config.target else "data.dataset"
+    registered = REGISTERED_DATASETS.get(config.dataset)
+    if registered is not None and (config.target is None or config.target == registered.target):
+        loader = registered.function
+    else:
+        loader = resolve_target(config.target, key)
+    name = config.target if config.dataset == IMPORT else config.dataset
+    with torch.random.fork_rng(devices=[]):
+        try:
+            arrays = loader(**config.kwargs)
+        except Exception as err:
+            raise ConfigError(f"{key}: the loader raised {problem_of(err)}") from None
+    if not isinstance(arrays, tuple | list) or len(arrays) != 4:
+        got = f"{len(arrays)} values" if isinstance(arrays, tuple | list) else f"a {type(arrays).__name__}"
+        raise ConfigError(f"{key}: the loader returned {got}; expected 4: (x_train, y_train, x_test, y_test)")
+    x_train, y_train, x_test, y_test = (_tensor(a, n, key) for a, n in zip(arrays, _NAMES, strict=True))
+    for x, n in ((x_train, "x_train"), (x_test, "x_test")):
+        if x.dtype.is_complex or x.dtype == torch.bool or x.ndim < 2 or len(x) == 0:
+            raise ConfigError(
+                f"{key}: {n} should be real numbers, one row per example (got {x.dtype} of shape {tuple(x.shape)})"
+            )
+    if x_test.shape[1:] != x_train.shape[1:]:
+        raise ConfigError(
+            f"{key}: x_test's examples are {tuple(x_test.shape[1:])}, x_train's {tuple(x_train.shape[1:])}"
+        )
+    for x, y, xn, yn in ((x_train, y_train, "x_train", "y_train"), (x_test, y_test, "x_test", "y_test")):
+        if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+            raise ConfigError(f"{key}: {yn} should be integer class labels, not {y.dtype}")
+        if y.ndim != 1 or len(y) != len(x):
+            raise ConfigError(f"{key}: {yn} has shape {tuple(y.shape)}; expected ({len(x)},), a label per {xn} row")
+    num_classes = int(y_train.max()) + 1
+    for y, yn in ((y_train, "y_train"), (y_test, "y_test")):
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= num_classes:
+            raise ConfigError(
+                f"{key}: {yn} has label {low if low < 0 else high}, outside 0..{num_classes - 1} "
+                "(the classes of y_train)"
+            )
+    if num_classes < 2:
+        raise ConfigError(f"{key}: y_train has a single class; a classifier needs at least two")
+    if config.limit is not None and config.limit > len(x_train):
+        raise ConfigError(f"data.limit: {config.limit} is more than the {len(x_train)} images of {name}")
+    problem = config.split_problem(train_size=len(x_train), num_classes=num_classes)
+    if problem:
+        raise ConfigError(problem)
+    full = Split(x_train.float().contiguous(), y_train.long().contiguous())
+    test = Split(x_test.float().contiguous(), y_test.long().contiguous())
+    return split_data(
+        full,
+        test,
+        num_classes,
+        limit=config.limit,
+        val_fraction=config.val_fraction,
+        normalize=config.normalize,
+        split_seed=config.split_seed,
+    )
 
 
 def load_configured(config: DataConfig) -> Data:
     """The data a sweep's `data` section describes, loaded once and shared by all its trials."""
+    if not config.builtin:
+        return load_user(config)
     return load_data(
         config.dataset,
         limit=config.limit,

@@ -10,21 +10,31 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from initsweep.engine.schemes import INIT_LAYERS
+from initsweep.config import InitConfig
+from initsweep.engine.schemes import first_tensor, plan_init
 
 __all__ = ["init_diagnostics"]
 
 
-def init_diagnostics(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[dict[str, float | str]]:
-    """One row per Linear/Conv layer: weight mean/std, output mean/std on `x`, weight-gradient norm.
+def _keep_first(outputs: dict[str, torch.Tensor], name: str, out: object) -> None:
+    tensor = first_tensor(out)
+    if tensor is not None and name not in outputs:  # a layer run twice: its first call
+        outputs[name] = tensor.detach()
+
+
+def init_diagnostics(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, init: InitConfig | None = None
+) -> list[dict[str, float | str]]:
+    """One row per layer the init touches (`init.layers`, by default every Linear/Conv layer, and the
+    layers `init.overrides` name): weight mean/std, output mean/std on `x`, weight-gradient norm. A layer
+    the forward pass does not run is left out.
 
     Leaves the model's gradients cleared and its train/eval mode as it was.
     """
-    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, INIT_LAYERS)]
+    layers = plan_init(model, init).touched
     outputs: dict[str, torch.Tensor] = {}
     hooks = [
-        m.register_forward_hook(lambda _m, _i, out, name=name: outputs.__setitem__(name, out.detach()))
-        for name, m in layers
+        m.register_forward_hook(lambda _m, _i, out, name=name: _keep_first(outputs, name, out)) for name, m in layers
     ]
     was_training = model.training
     model.eval()
@@ -37,7 +47,9 @@ def init_diagnostics(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list
         model.train(was_training)
     rows = []
     for name, m in layers:
-        w, out = m.weight.detach(), outputs[name].float()
+        if name not in outputs:
+            continue
+        w, out = m.weight.detach().float(), outputs[name].float()
         grad = m.weight.grad
         rows.append(
             {

@@ -1,19 +1,34 @@
-"""The model builders: name -> `build(cfg, input_shape, num_classes) -> nn.Module`.
+"""The model builders: name -> `build(cfg, input_shape, num_classes) -> nn.Module`, and your own models.
 
-Each name's typed config is in `initsweep.catalog.models`. Add a model: a config class there, a builder
-here; `tests/test_models.py` runs the same checks over every entry.
+Each built-in name's typed config is in `initsweep.catalog.models`. Add a model: a config class there, a
+builder here; `tests/test_models.py` runs the same checks over every entry. Your own networks are
+`factory(input_shape, num_classes, **kwargs)`, found by import path, registration or entry point;
+`check_buildable` builds one, initializes it and runs one batch before any trial starts, so a problem
+is one line naming the key.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
+import os
+import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
-from initsweep.catalog.models import CNNConfig, MLPConfig
+from initsweep.catalog.models import REGISTERED_MODELS, CNNConfig, MLPConfig
+from initsweep.catalog.schemes import SchemeError
+from initsweep.config import ConfigError, SchemeRow, SweepConfig, TrialConfig
+from initsweep.engine.diagnostics import init_diagnostics
+from initsweep.engine.schemes import apply_scheme, plan_init
 
-__all__ = ["ACTIVATION_MODULES", "BUILDERS", "build_model"]
+if TYPE_CHECKING:
+    from initsweep.engine.data import Data
+
+__all__ = ["ACTIVATION_MODULES", "BUILDERS", "build_model", "check_buildable", "check_sweep", "resolve_target"]
 
 ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -56,5 +71,141 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {"mlp": build_mlp, "cnn": build_
 """`build(cfg, input_shape, num_classes) -> nn.Module`, weights left for a scheme to set."""
 
 
+def problem_of(err: BaseException) -> str:
+    """An exception as one short phrase: `ValueError: bad width`."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:300]}" if text else type(err).__name__
+
+
+def resolve_target(target: str, key: str) -> Callable[..., Any]:
+    """The callable at `package.module:attribute`, imported from the working folder or the installed
+    packages; a `ConfigError` naming `key` when it does not import, lacks the attribute or is not callable."""
+    module_name, _, attribute = target.partition(":")
+    if os.getcwd() not in sys.path:  # `python sweeps/run.py` puts sweeps/ on the path, not the working folder
+        sys.path.append(os.getcwd())
+    importlib.invalidate_caches()
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name and module_name.startswith(err.name) and module_name.split(".")[0] == err.name.split(".")[0]:
+            raise ConfigError(
+                f"{key}: no module named {err.name!r} (looked in {os.getcwd()} and the installed packages)"
+            ) from None
+        raise ConfigError(f"{key}: importing {module_name!r} fails: {problem_of(err)}") from None
+    except Exception as err:  # a syntax error or an exception while the module runs
+        raise ConfigError(f"{key}: importing {module_name!r} fails: {problem_of(err)}") from None
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"{key}: {module_name!r} has no attribute {attribute!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"{key}: {target} is a {type(obj).__name__}, not a function")
+    return obj
+
+
+def _model_key(cfg) -> str:
+    return "model.target" if getattr(cfg, "target", None) else "model.name"
+
+
+def _factory(cfg) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """Your model's factory and its keyword arguments."""
+    registered = REGISTERED_MODELS.get(cfg.name)
+    if registered is not None and registered.config_class is not None:
+        own = registered.config_class.model_fields
+        return registered.function, {k: getattr(cfg, k) for k in own if k != "name"}
+    if registered is not None and (cfg.target is None or cfg.target == registered.target):
+        return registered.function, dict(cfg.kwargs)
+    return resolve_target(cfg.target, "model.target"), dict(cfg.kwargs)
+
+
 def build_model(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    return BUILDERS[cfg.name](cfg, input_shape, num_classes)
+    """The model a config describes, weights left for a scheme to set. Yours is
+    `factory(input_shape, num_classes, **kwargs)`; what it returns must be an `nn.Module`."""
+    if cfg.name in BUILDERS and type(cfg) in (MLPConfig, CNNConfig):
+        return BUILDERS[cfg.name](cfg, input_shape, num_classes)
+    factory, kwargs = _factory(cfg)
+    model = factory(tuple(input_shape), num_classes, **kwargs)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{_model_key(cfg)}: the factory returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+CHECK_BATCH = 64
+"""Train images `check_buildable` runs through the model (a full batch would be slower, not surer)."""
+
+
+def check_buildable(trial: TrialConfig, data: Data) -> list[str]:
+    """Build the trial's model, select and initialize its layers, run one batch forward and backward:
+    every problem a `ConfigError` (one line naming the key) before any trial starts. Returns the layers
+    the init touches, one line each (`InitPlan.describe`)."""
+    key = _model_key(trial.model)
+    x, y = data.train.x[:CHECK_BATCH].cpu(), data.train.y[:CHECK_BATCH].cpu()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            model = build_model(trial.model, data.input_shape, data.num_classes)
+        except ConfigError:
+            raise
+        except Exception as err:
+            raise ConfigError(f"{key}: building the model raised {problem_of(err)}") from None
+        plan = plan_init(model, trial.init)
+        try:
+            apply_scheme(
+                model,
+                trial.row.scheme,
+                trial.row.params,
+                seed=0,
+                bias=trial.init.bias,
+                bias_value=trial.init.bias_value,
+                batch=x,
+                activation=getattr(trial.model, "activation", None),
+                init=trial.init,
+            )
+        except ConfigError:
+            raise
+        except SchemeError as err:
+            raise ConfigError(f"init.overrides: {err}") from None
+        except Exception as err:
+            raise ConfigError(f"{key}: initializing with {trial.row.scheme} raised {problem_of(err)}") from None
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = model(x)
+        except Exception as err:
+            raise ConfigError(
+                f"{key}: one batch of shape {tuple(x.shape)} fails in forward: {problem_of(err)}"
+            ) from None
+        want = (len(x), data.num_classes)
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        if got != want:
+            raise ConfigError(
+                f"{key}: the output on a batch of shape {tuple(x.shape)} is {got}; expected {want} (batch, num_classes)"
+            )
+        try:
+            init_diagnostics(model, x, y, trial.init)
+        except Exception as err:
+            raise ConfigError(f"{key}: the backward pass of one batch fails: {problem_of(err)}") from None
+    return plan.describe()
+
+
+def sweep_checks(sweep: SweepConfig) -> list[TrialConfig]:
+    """One trial per distinct model, init and data setting of the sweep (a search's: each scheme's)."""
+    if sweep.schemes is not None:
+        trials = sweep.trials()
+    else:
+        trials = [sweep.trial(SchemeRow(scheme=name)) for name in sweep.search.schemes]
+    distinct: dict[str, TrialConfig] = {}
+    for t in trials:
+        distinct.setdefault(t.model_dump_json(include={"model", "init", "data"}), t)
+    return list(distinct.values())
+
+
+def check_sweep(sweep: SweepConfig, data: Data) -> list[str]:
+    """`check_buildable` for each distinct model and init of the sweep, and the split of a dataset the
+    registry does not know (sizes only known once loaded); returns the first trial's layer lines."""
+    problem = sweep.data.split_problem(
+        sweep.train.batch_size, train_size=len(data.train) + len(data.val), num_classes=data.num_classes
+    )
+    if problem and not sweep.data.builtin:
+        raise ConfigError(problem)
+    layers = [check_buildable(trial, data) for trial in sweep_checks(sweep)]
+    return layers[0] if layers else []

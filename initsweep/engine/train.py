@@ -4,8 +4,8 @@ A trial trains one scheme on each of its replicate seeds. Each seed derives thre
 (init, data order, dropout) from itself alone, so a seed's result does not depend on which other seeds
 share the trial, and two schemes trained on the same seed see the same batches (paired comparisons).
 Seeds advance epoch by epoch together, so `on_epoch` sees every seed's metrics for an epoch at once.
-MLPs train all their seeds as one packed model (`initsweep.engine.packed`); other models (the CNN) train their
-seeds one after another.
+MLPs train all their seeds as one packed model (`initsweep.engine.packed`); other models train theirs as one
+vmapped model (`initsweep.engine.vmapped`, torch.func), or one after another when vmap cannot run them.
 
 A trial can stop after any epoch and go on later: `on_epoch` gets a snapshot of the whole training
 state (weights, optimizer, every random stream, the results so far), and `run_trial(resume=state)`
@@ -17,9 +17,11 @@ metrics from then on are the finite penalties `DIVERGED_LOSS` and `DIVERGED_ACCU
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -33,12 +35,14 @@ from initsweep.engine.diagnostics import init_diagnostics
 from initsweep.engine.models import build_model
 from initsweep.engine.packed import PackedMLP, packable, packed_cross_entropy
 from initsweep.engine.schemes import apply_scheme
+from initsweep.engine.vmapped import VmappedModel, vmap_failure
 from initsweep.results import SeedResult, TrialResult
 
 __all__ = [
     "DIVERGED_ACCURACY",
     "DIVERGED_LOSS",
     "PROBE_SIZE",
+    "PackingFallbackWarning",
     "evaluate",
     "run_trial",
     "seed_streams",
@@ -64,9 +68,14 @@ def seed_streams(seed: int) -> tuple[int, int, int]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, *, train_mode: bool = False, chunk: int = 2000) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy in %) on `split`; `train_mode` keeps dropout on."""
+    """(mean cross-entropy, accuracy in %) on `split`; `train_mode` keeps dropout on (BatchNorm still
+    uses, and leaves alone, its running statistics)."""
     was_training = model.training
-    model.train(train_mode)
+    model.eval()
+    if train_mode:
+        for m in model.modules():
+            if isinstance(m, nn.modules.dropout._DropoutNd):
+                m.train()
     loss_sum, correct = 0.0, 0
     for i in range(0, len(split), chunk):
         logits = model(split.x[i : i + chunk])
@@ -90,8 +99,10 @@ def _initialized_model(trial: TrialConfig, data: Data, seed: int) -> tuple[nn.Mo
         bias=trial.init.bias,
         bias_value=trial.init.bias_value,
         batch=probe[0],
+        activation=getattr(trial.model, "activation", None),
+        init=trial.init,
     )
-    return model, SeedResult(seed, diagnostics=init_diagnostics(model, *probe))
+    return model, SeedResult(seed, diagnostics=init_diagnostics(model, *probe, trial.init))
 
 
 def _build(trial: TrialConfig, data: Data) -> nn.Module:
@@ -220,19 +231,61 @@ class _SeedRun:
 
 
 class _PackedRun:
-    """All of a trial's seeds as one packed MLP: the same per-seed streams as `_SeedRun`, one matmul."""
+    """All of a trial's seeds as one packed model: the same per-seed streams as `_SeedRun`, one forward.
 
-    def __init__(self, trial: TrialConfig, data: Data, seeds: list[int], device: torch.device):
-        built = [_initialized_model(trial, data, seed) for seed in seeds]
-        self.results = [result for _, result in built]
-        self.model = PackedMLP([model for model, _ in built]).to(device)
+    `PackedMLP` (the hand-written MLP) or `VmappedModel` (any model, through `torch.func.vmap`). The
+    vmapped model's other randomness than `nn.Dropout` (if any) draws from the global RNG, seeded from a
+    per-trial stream that is saved and restored around each epoch, as `_SeedRun` does per seed."""
+
+    def __init__(self, trial: TrialConfig, seeds: list[int], device: torch.device, model: PackedMLP | VmappedModel):
+        self.model = model
+        self.n_seeds = len(seeds)
         self.optimizer = _optimizer(trial, self.model.parameters())
         streams = [seed_streams(seed) for seed in seeds]
         self.orders = [torch.Generator().manual_seed(order) for _, order, _ in streams]
         self.dropouts = [torch.Generator(device).manual_seed(dropout) for _, _, dropout in streams]
         self.trial, self.device, self.step = trial, device, 0
+        self.vmapped = isinstance(model, VmappedModel)
+        self.rng_state: list[torch.Tensor] = []
+        if self.vmapped:  # the trial's global-RNG stream, from all its seeds' dropout streams
+            trial_seed = int(np.random.SeedSequence([d for _, _, d in streams]).generate_state(1)[0])
+            with torch.random.fork_rng(devices=self._cuda()):
+                torch.manual_seed(trial_seed)
+                self.rng_state = _get_rng(self._cuda())
+
+    def _cuda(self) -> list[torch.device]:
+        return [self.device] if self.device.type == "cuda" else []
+
+    @contextlib.contextmanager
+    def _trial_rng(self, keep: bool):
+        """The trial's own global-RNG stream (vmapped models only); `keep` saves where it got to."""
+        if not self.vmapped:
+            yield
+            return
+        with torch.random.fork_rng(devices=self._cuda()):
+            _set_rng(self._cuda(), self.rng_state)
+            yield
+            if keep:
+                self.rng_state = _get_rng(self._cuda())
+
+    def _forward(self, x: torch.Tensor, generators, *, train: bool, shared: bool = False) -> torch.Tensor:
+        """Logits (S, B, C): x is (S, B, ...) per-seed batches, or (B, ...) for every seed when `shared`;
+        dropout on when `generators` is given."""
+        if not self.vmapped:
+            if shared:
+                x = x.unsqueeze(0).expand(self.n_seeds, *x.shape)
+            return self.model(x, generators)
+        if train:
+            self.model.train()
+        else:
+            self.model.eval(train_mode=generators is not None)
+        return self.model(x, generators, shared=shared)
 
     def train_epoch(self, data: Data) -> None:
+        with self._trial_rng(keep=True):
+            self._train_epoch(data)
+
+    def _train_epoch(self, data: Data) -> None:
         t, train, results = self.trial.train, data.train, self.results
         alive = [not r.diverged for r in results]
         epoch_metrics: list[dict[str, float] | None] = [None] * len(results)
@@ -241,7 +294,8 @@ class _PackedRun:
             totals, count, last = [0.0] * len(results), 0, [math.nan] * len(results)
             for start in range(0, len(train), t.batch_size):
                 idx = perms[:, start : start + t.batch_size]
-                losses = packed_cross_entropy(self.model(train.x[idx], self.dropouts), train.y[idx])
+                logits = self._forward(train.x[idx], self.dropouts, train=True)
+                losses = packed_cross_entropy(logits, train.y[idx])
                 self.step += 1
                 values = losses.tolist()
                 for s, v in enumerate(values):
@@ -273,12 +327,11 @@ class _PackedRun:
     @torch.no_grad()
     def _packed_eval(self, split: Split, generators=None, chunk: int = 2000) -> tuple[list[float], list[float]]:
         """Per seed: (mean cross-entropy, accuracy %) on `split`; dropout on when `generators` is given."""
-        n_seeds = self.model.n_seeds
-        loss_sum, correct = torch.zeros(n_seeds), torch.zeros(n_seeds)
+        loss_sum, correct = torch.zeros(self.n_seeds), torch.zeros(self.n_seeds)
         for i in range(0, len(split), chunk):
             x, y = split.x[i : i + chunk], split.y[i : i + chunk]
-            logits = self.model(x.unsqueeze(0).expand(n_seeds, *x.shape), generators)
-            ys = y.unsqueeze(0).expand(n_seeds, -1)
+            logits = self._forward(x, generators, train=False, shared=True)
+            ys = y.unsqueeze(0).expand(self.n_seeds, -1)
             loss_sum += packed_cross_entropy(logits, ys).cpu() * len(y)
             correct += (logits.argmax(2) == ys).sum(1).cpu()
         return (loss_sum / len(split)).tolist(), (100.0 * correct / len(split)).tolist()
@@ -293,7 +346,7 @@ class _PackedRun:
                     m["val_accuracy_train_mode"] = extra[s]
 
     def state_dict(self) -> dict:
-        return {
+        state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "orders": [g.get_state() for g in self.orders],
@@ -301,20 +354,69 @@ class _PackedRun:
             "step": self.step,
             "results": [r.to_dict() for r in self.results],
         }
+        if self.vmapped:
+            state["rng"] = list(self.rng_state)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
+        if self.vmapped != ("rng" in state):
+            raise ValueError("resume: a snapshot of another kind of packed run (hand-written MLP or vmapped)")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         for g, saved in zip(self.orders + self.dropouts, state["orders"] + state["dropouts"], strict=True):
             g.set_state(saved)
         self.step = state["step"]
         self.results = [SeedResult.from_dict(d) for d in state["results"]]
+        if self.vmapped:
+            self.rng_state = list(state["rng"])
 
     def finish(self, data: Data) -> None:
-        losses, accuracies = self._packed_eval(data.test)
+        with self._trial_rng(keep=False):
+            losses, accuracies = self._packed_eval(data.test)
         for s, r in enumerate(self.results):
             ok = not r.diverged and math.isfinite(losses[s])
             r.test_accuracy = accuracies[s] if ok else DIVERGED_ACCURACY
+
+
+def _get_rng(cuda: list[torch.device]) -> list[torch.Tensor]:
+    return [torch.get_rng_state()] + [torch.cuda.get_rng_state(d) for d in cuda]
+
+
+def _set_rng(cuda: list[torch.device], states: list[torch.Tensor]) -> None:
+    torch.set_rng_state(states[0])
+    for d, s in zip(cuda, states[1:], strict=True):
+        torch.cuda.set_rng_state(s, d)
+
+
+PROBE_BATCH = 4
+"""Train images of the one vmapped forward and backward that decides, at set-up, whether a model packs."""
+
+
+def _runs(trial: TrialConfig, data: Data, device: torch.device, pack: bool, on_note) -> list:
+    """The trial's runs: the hand-written packed MLP for MLPs, else every seed vmapped as one model,
+    else (`pack=False`, or a model vmap cannot run) one `_SeedRun` per seed."""
+    if not pack:
+        return [_SeedRun(trial, data, seed, device) for seed in trial.seeds]
+    built = [_initialized_model(trial, data, seed) for seed in trial.seeds]
+    models = [model for model, _ in built]
+    if packable(models[0]):
+        model: PackedMLP | VmappedModel = PackedMLP(models).to(device)
+    else:
+        model = VmappedModel(models, device)
+        reason = vmap_failure(model, data.train.x[:PROBE_BATCH], data.train.y[:PROBE_BATCH])
+        if reason is not None:
+            note = f"initsweep: {trial.model.name} does not vmap ({reason[:200]}); training its seeds one at a time"
+            warnings.warn(note, PackingFallbackWarning, stacklevel=3)
+            if on_note is not None:
+                on_note(note)
+            return [_SeedRun(trial, data, seed, device) for seed in trial.seeds]
+    run = _PackedRun(trial, trial.seeds, device, model)
+    run.results = [result for _, result in built]
+    return [run]
+
+
+class PackingFallbackWarning(UserWarning):
+    """A model that cannot train vmapped: its seeds train one at a time (slower, same results)."""
 
 
 def run_trial(
@@ -325,20 +427,21 @@ def run_trial(
     on_epoch: EpochCallback | None = None,
     pack: bool = True,
     resume: dict | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> TrialResult:
     """Train `trial`'s scheme on each of its seeds; per-epoch metrics for every seed.
 
-    MLPs train their seeds packed into one model (`pack=False` trains them one after another, for
-    comparison); the same config and seeds give the same metrics on the CPU. `resume` is a snapshot
-    from `on_epoch`: training goes on after its epoch (a snapshot of the last epoch trains nothing).
+    The seeds train packed into one model (`pack=False` trains them one after another, for comparison):
+    MLPs as the hand-written `PackedMLP`, other models vmapped (`initsweep.engine.vmapped`); a model vmap
+    cannot run trains its seeds one at a time, and says so in one line, as a `PackingFallbackWarning` and
+    to `on_note` when given (for a caller to print). The same config and seeds give the same metrics on
+    the CPU. `resume` is a snapshot from `on_epoch`: training goes on after its epoch (a snapshot of the
+    last epoch trains nothing).
     """
     start = time.perf_counter()
     device = torch.device(device)
     data = data.to(device)
-    if pack and packable(_build(trial, data)):
-        runs = [_PackedRun(trial, data, trial.seeds, device)]
-    else:
-        runs = [_SeedRun(trial, data, seed, device) for seed in trial.seeds]
+    runs = _runs(trial, data, device, pack, on_note)
     done = 0
     if resume is not None:
         if len(resume["runs"]) != len(runs):

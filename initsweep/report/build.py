@@ -11,13 +11,14 @@ import base64
 import csv
 import html
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import markdown
 
 from initsweep.config import SweepConfig
-from initsweep.report import grid, plots
+from initsweep.report import grid, plots, tuning
+from initsweep.report.stats import ADJUSTMENT
 from initsweep.report.summary import (
     RowSummary,
     baseline_of,
@@ -40,6 +41,8 @@ class Report:
     summaries: list[RowSummary]
     text: str
     """The result table for the terminal."""
+    chosen: dict[str, dict] = field(default_factory=dict)
+    """A tuned sweep's choices: row (and grid values) -> the values it chose on the tuning seeds."""
 
 
 def build_report(
@@ -52,6 +55,14 @@ def build_report(
     """Write report.md, report.html (images inlined), results.csv and plots/*.png into `folder`;
     `failed` lists the trials that ended in an error, as (name, the error's last line)."""
     folder.mkdir(parents=True, exist_ok=True)
+    chosen = tuning.choices(results, sweep)
+    tuning_pngs = {}
+    if chosen:
+        tuning_pngs["Sensitivity to the tuned settings"] = plots.tuning_sensitivity(
+            chosen, sweep.objective.metric, folder / "plots" / "tuning_sensitivity.png"
+        )
+    tuning_md = tuning.tuning_section(chosen, sweep, tuning_pngs)
+    results = [r for r in results if r.config.stage != "tune"]  # judged on the evaluation seeds only
     summaries = summarize(results, sweep)
     ranked = [s.trial for s in summaries]
     obj = sweep.objective
@@ -94,21 +105,31 @@ def build_report(
     with open(folder / "results.csv", "w", newline="") as f:
         csv.writer(f).writerows([header, *cells])
 
-    md = _markdown(sweep, summaries, header, cells, pngs, notes, title_note, failed, grid_md)
+    sections = "\n".join(filter(None, [grid_md, tuning_md]))  # the study's answer, then what was chosen
+    md = _markdown(sweep, summaries, header, cells, pngs, notes, title_note, failed, sections)
     (folder / "report.md").write_text(md)
     (folder / "report.html").write_text(_html(md, sweep.name, folder))
     files = [folder / "report.md", folder / "report.html", folder / "results.csv", *grid_pngs.values()]
+    files += tuning_pngs.values()
     files += pngs.values()
     text = text_table(header, cells)
     if failed:
         text += "\n\nfailed (no result, after their retries):\n" + "\n".join(f"  {n}: {e}" for n, e in failed)
-    return Report(folder, files, summaries, text)
+    return Report(folder, files, summaries, text, {c.name: c.chosen for c in chosen if c.chosen is not None})
+
+
+def _tuned_note(sweep: SweepConfig) -> str:
+    if sweep.tune is None:
+        return ""
+    keys = ", ".join(f"`{k}`" for k in sweep.tune.params)
+    return f"Tuned per row on the tuning seeds {sweep.tune.seeds} (the settings above are replaced): {keys}. "
 
 
 def _markdown(sweep, summaries, header, cells, pngs, notes, title_note, failed=(), grid_md="") -> str:
     obj, pct = sweep.objective, round(sweep.report.level * 100)
     kind = "Optuna search" if sweep.search else "grid"
     best = next((s for s in summaries if not s.diverged), None)
+    n_compared = sum(s.vs_baseline is not None for s in summaries)
     baseline_trial = baseline_of([s.trial for s in summaries], sweep)
     baseline = baseline_trial.row_name if baseline_trial else None
     parts = [
@@ -117,7 +138,7 @@ def _markdown(sweep, summaries, header, cells, pngs, notes, title_note, failed=(
         f"{sweep.model.name} on {sweep.data.dataset}"
         f"{f' ({sweep.data.limit} images)' if sweep.data.limit else ''}, {sweep.train.optimizer} "
         f"lr {sweep.train.lr:g}, batch {sweep.train.batch_size}, {sweep.train.epochs} epochs. "
-        f"Objective: mean `{obj.metric}` over seeds ({obj.mode}). {title_note}".strip(),
+        f"Objective: mean `{obj.metric}` over seeds ({obj.mode}). {_tuned_note(sweep)}{title_note}".strip(),
     ]
     if best is not None:
         parts.append(f"**Best:** {best.trial.name}, {obj.metric} {ci_cell(best.intervals[obj.metric])} ({pct}% CI).")
@@ -128,7 +149,9 @@ def _markdown(sweep, summaries, header, cells, pngs, notes, title_note, failed=(
         "number); `dropout-on` with dropout still active, as the founding notebook did. "
         + (
             f"Δ is each row minus the baseline ({baseline}{', with the same grid values' if sweep.grid else ''}), "
-            "paired by seed (seeds share data order and dropout streams), with a paired t-test. "
+            "paired by seed (seeds share data order and dropout streams), with a paired t-test; its p-value "
+            f"is also given adjusted for the {n_compared} comparisons in this table ({ADJUSTMENT}, SciPy's "
+            "`false_discovery_control`). "
             if baseline
             else ""
         )

@@ -68,6 +68,13 @@ def grid_panels(results: list[TrialResult], sweep: SweepConfig) -> list[GridPane
     return panels
 
 
+def chance_accuracy(sweep: SweepConfig) -> float | None:
+    """Accuracy (%) of guessing one class, for a built-in dataset; None for your own (its classes are
+    known only once it loads), which leaves out the trains / at-chance statements."""
+    info = DATASETS.get(sweep.data.dataset)
+    return 100.0 / info.num_classes if info else None
+
+
 def _state(ci: Interval, chance: float) -> str:
     """trains (interval above chance + margin), chance (below it), or unclear (the seeds disagree)."""
     lo, hi = (ci.mean, ci.mean) if math.isnan(ci.low) else (ci.low, ci.high)  # one seed: judge the mean
@@ -94,9 +101,9 @@ def summary_lines(panel: GridPanel, sweep: SweepConfig) -> list[str]:
         tie_text = f" (intervals overlap: {', '.join(ties)})" if ties else ""
         best_at.append(f"{axis} {c}: {row} {ci_cell(ci)}{tie_text}")
     lines.append("Best at each " + axis + ": " + "; ".join(best_at) + ".")
-    if "accuracy" not in metric:
+    chance = chance_accuracy(sweep)
+    if "accuracy" not in metric or chance is None:
         return lines
-    chance = 100.0 / DATASETS[sweep.data.dataset].num_classes
     for row in panel.rows:
         states = [
             (c, _state(panel.intervals[row, c], chance), panel.intervals[row, c])
@@ -140,12 +147,12 @@ def grid_section(panels: list[GridPanel], sweep: SweepConfig, pngs: dict[str, Pa
         return ""
     pct = round(sweep.report.level * 100)
     metric = sweep.objective.metric
-    chance = 100.0 / DATASETS[sweep.data.dataset].num_classes
+    chance = chance_accuracy(sweep)
     intro = (
         f"Each cell is one trial: mean `{metric}` over {len(sweep.seeds)} seeds [{pct}% t-interval]. "
         f"Rows are the config's schemes, columns the grid's `{next(iter(sweep.grid))}`."
     )
-    if "accuracy" in metric:
+    if "accuracy" in metric and chance is not None:
         intro += (
             f" A scheme *trains* where its interval lies above chance + {CHANCE_MARGIN:g} points "
             f"({chance + CHANCE_MARGIN:g}%), is *at chance* where it lies below, and its seeds disagree between."

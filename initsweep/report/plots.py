@@ -21,6 +21,7 @@ from initsweep.catalog.schemes import Range
 if TYPE_CHECKING:
     from initsweep.report.grid import GridPanel
     from initsweep.report.summary import RowSummary
+    from initsweep.report.tuning import Choice
     from initsweep.results import TrialResult
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "param_importances",
     "signal_by_layer",
     "signal_propagation",
+    "tuning_sensitivity",
 ]
 
 ZERO_FLOOR = 1e-12
@@ -218,4 +220,38 @@ def signal_by_layer(panels: list[GridPanel], path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("std of the layer's output at init (log scale)")
     axes[0][-1].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def tuning_sensitivity(chosen: list[Choice], metric: str, path: Path) -> Path:
+    """The objective over the tuning seeds against each tuned key's value, a line per row (and grid values)
+    with its confidence band; the chosen value circled. Flat lines: the row does not care; a peak at an
+    end: the best value may lie beyond."""
+    keys = list(chosen[0].candidates[0][0])
+    fig, axes = plt.subplots(1, len(keys), figsize=(6.5 * len(keys), 4.6), squeeze=False)
+    colors = _colors(len(chosen))
+    for ax, key in zip(axes[0], keys, strict=True):
+        numeric = all(isinstance(v[key], int | float) for c in chosen for v, _, _ in c.candidates)
+        for c, color in zip(chosen, colors, strict=True):
+            points = (
+                sorted((v[key], ci) for v, ci, _ in c.candidates)
+                if numeric
+                else [(v[key], ci) for v, ci, _ in c.candidates]
+            )
+            xs = [x for x, _ in points] if numeric else list(range(len(points)))
+            means = np.array([ci.mean for _, ci in points])
+            ax.plot(xs, means, marker="o", color=color, label=c.name, lw=1.3, ms=4)
+            lows = np.array([ci.low for _, ci in points])
+            if np.isfinite(lows).all():
+                ax.fill_between(xs, lows, [ci.high for _, ci in points], color=color, alpha=0.12, lw=0)
+            if c.chosen is not None:
+                x = c.chosen[key] if numeric else [p[0] for p in points].index(c.chosen[key])
+                ax.scatter([x], [means[xs.index(x)]], s=90, facecolors="none", edgecolors=color, zorder=3)
+        if numeric and all(x > 0 for c in chosen for x, _ in ((v[key], 0) for v, _, _ in c.candidates)):
+            ax.set_xscale("log")
+        ax.set_xlabel(key)
+        ax.set_ylabel(f"mean {metric} over the tuning seeds")
+        ax.set_title(f"Sensitivity to {key} (circle: chosen; band: CI)", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=6, loc="best", ncol=1 if len(chosen) <= 12 else 2)
     return _save(fig, path)

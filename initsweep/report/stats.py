@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from scipy import stats as sps
 
-__all__ = ["Interval", "Paired", "mean_ci", "paired_difference"]
+__all__ = ["Interval", "Paired", "adjust_p_values", "mean_ci", "paired_difference"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ class Paired:
     """Mean of (a - b) over seeds with its t-interval."""
     p_value: float
     """Two-sided paired t-test; NaN for one seed."""
+    p_adjusted: float = math.nan
+    """`p_value` adjusted for every comparison in the same report (`adjust_p_values`)."""
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:
@@ -74,3 +76,19 @@ def paired_difference(a: Sequence[float], b: Sequence[float], level: float = 0.9
     if statistics.pvariance(diffs) == 0:
         return Paired(interval, 1.0 if diffs[0] == 0 else 0.0)
     return Paired(interval, float(sps.ttest_rel(a, b).pvalue))
+
+
+ADJUSTMENT = "Benjamini-Hochberg"
+"""How p-values are adjusted for the number of comparisons (SciPy's `false_discovery_control`): an
+adjusted p below 0.05 keeps the expected share of false discoveries among those rows under 5%."""
+
+
+def adjust_p_values(p_values: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values of a family of comparisons; NaN (one seed) stays NaN and does
+    not count as a comparison."""
+    finite = [i for i, p in enumerate(p_values) if not math.isnan(p)]
+    adjusted = [math.nan] * len(p_values)
+    if finite:
+        for i, q in zip(finite, sps.false_discovery_control([p_values[i] for i in finite]), strict=True):
+            adjusted[i] = float(q)
+    return adjusted

@@ -3,13 +3,14 @@ baseline row, published numbers beside ours, and what a search's best trial says
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
 
 from initsweep.catalog.schemes import Range
 from initsweep.config import SweepConfig
-from initsweep.report.stats import Interval, Paired, mean_ci, paired_difference
+from initsweep.report.stats import ADJUSTMENT, Interval, Paired, adjust_p_values, mean_ci, paired_difference
 from initsweep.report.tables import ci_cell, fmt, md_table, p_cell, signed_ci
 from initsweep.results import FINAL_METRICS, TrialResult, rank_key
 
@@ -50,6 +51,9 @@ def summarize(results: list[TrialResult], sweep: SweepConfig) -> list[RowSummary
         baseline = baseline_of([r for r in results if r.axes == s.trial.axes], sweep)
         if baseline is not None and s.trial is not baseline:
             s.vs_baseline = _paired(s.trial, baseline, obj.metric, level)
+    compared = [s for s in summaries if s.vs_baseline is not None]
+    for s, q in zip(compared, adjust_p_values([s.vs_baseline.p_value for s in compared]), strict=True):
+        s.vs_baseline = dataclasses.replace(s.vs_baseline, p_adjusted=q)
     ref = sweep.report.reference
     if ref is not None:
         for s in summaries:
@@ -87,7 +91,7 @@ def result_table(summaries: list[RowSummary], sweep: SweepConfig) -> tuple[list[
     header = ["rank", "scheme", "n", f"val acc % ({pct}% CI)"]
     header += [f"val acc dropout-on % ({pct}% CI)"] if train_mode else []
     header += ["test acc %", "train loss (epoch mean)", "last-batch loss", "diverged"]
-    header += [f"Δ {obj} vs baseline ({pct}% CI)", "p (paired t)"] if has_baseline else []
+    header += [f"Δ {obj} vs baseline ({pct}% CI)", "p (paired t)", f"p ({ADJUSTMENT})"] if has_baseline else []
     cells = []
     for rank, s in enumerate(summaries, 1):
         i = s.intervals
@@ -101,7 +105,11 @@ def result_table(summaries: list[RowSummary], sweep: SweepConfig) -> tuple[list[
         ]
         if has_baseline:
             vs = s.vs_baseline
-            row += ["baseline", ""] if vs is None else [signed_ci(vs.difference), p_cell(vs.p_value)]
+            row += (
+                ["baseline", "", ""]
+                if vs is None
+                else [signed_ci(vs.difference), p_cell(vs.p_value), p_cell(vs.p_adjusted)]
+            )
         cells.append(row)
     return header, cells
 

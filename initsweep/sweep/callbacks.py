@@ -8,7 +8,8 @@ its printer, fresh clocks), which `attach` registers under that key before the T
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from initsweep.results import TrialResult, best, seeds_from_json
 from initsweep.sweep.space import trial_from_params
 from initsweep.tracking import Tracker
 
-__all__ = ["Live", "Progress", "RecordTrials", "attach", "progress_line", "result_of"]
+__all__ = ["Live", "Progress", "RecordTrials", "attach", "progress_line", "result_of", "stall_line"]
 
 
 @dataclass
@@ -30,6 +31,10 @@ class Live:
     sweep: SweepConfig
     tracker: Tracker
     printer: Any = print
+    request: dict[str, float] = field(default_factory=dict)
+    """What one trial asks Ray for (`cluster.trial_request`), for the stall line."""
+    describe: Callable[[dict[str, float], list[str] | None], str] = lambda amounts, keys=None: str(amounts)
+    """Formats resource amounts (`cluster.describe`), as the other messages about resources do."""
 
 
 _LIVE: dict[str, Live] = {}
@@ -94,6 +99,8 @@ def progress_line(
             what += f", stopped early after epoch {r['epoch']}"
         if r.get("restored_epoch", 0) >= r["epoch"]:
             what += " (finished before the restart: nothing trained)"
+        if r.get("note"):
+            what += f" [{r['note']}]"
     return (
         f"[{done}/{sweep.n_trials}] {name}: {what}  (trial {trial_id}) | {best_text} | "
         f"{_clock(elapsed)} elapsed, ETA {_clock(eta)}"
@@ -106,10 +113,30 @@ def _clock(seconds: float) -> str:
 
 
 class Progress(_KeyedCallback):
-    """One line per finished trial: done/total, its objective, the best so far, elapsed time and ETA."""
+    """One line per finished trial: done/total, its objective, the best so far, elapsed time and ETA.
+
+    It also watches for a stalled sweep: trials pending, none running and none started for
+    `resources.stall_warning_s` seconds (say, the GPU they ask for is held by something else) gets one
+    line naming what they ask for and what the cluster has free, repeated at most every ten such periods.
+    The sweep goes on either way. (The watchdog lives here so that a restored Tuner, which brings back the
+    callbacks pickled at the sweep's first run, has it too.)
+    """
 
     def setup(self, **info) -> None:
         self.start, self.done_at_start = time.monotonic(), None
+        self.active_at, self.warned_at = self.start, None
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        now = time.monotonic()
+        pending = [t for t in trials if t.status == Trial.PENDING]
+        if not pending or any(t.status == Trial.RUNNING for t in trials):
+            self.active_at = now
+            return
+        stall_s = self.live.sweep.resources.stall_warning_s
+        if now - self.active_at < stall_s or (self.warned_at is not None and now - self.warned_at < 10 * stall_s):
+            return
+        self.warned_at = now
+        self.live.printer(stall_line(self.live, pending, now - self.active_at), flush=True)
 
     def _line(self, trials: list[Trial], tune_trial: Trial, failed: bool) -> None:
         sweep = self.live.sweep
@@ -119,7 +146,10 @@ class Progress(_KeyedCallback):
             self.done_at_start = done - 1
         elapsed = time.monotonic() - self.start
         rate = elapsed / max(1, done - self.done_at_start)
-        reported = [t for t in finished if t.last_result and "objective" in t.last_result]
+        # The best judged trial: a tuned sweep's candidates (stage "tune") only choose settings.
+        reported = [
+            t for t in finished if t.last_result and "objective" in t.last_result and t.config.get("stage") != "tune"
+        ]
         top = best(
             reported,
             sweep.objective.mode,
@@ -152,28 +182,68 @@ class Progress(_KeyedCallback):
 class RecordTrials(_KeyedCallback):
     """Writes each trial to MLflow from the driver as soon as it finishes or fails.
 
-    At the end it goes over every trial once more: a resumed sweep's trials that finished before the
-    interruption are recorded if an earlier driver died before writing them (writes are idempotent).
+    Trials are queued when Tune reports them and written at the end of the controller's step, outside
+    Tune's handling of that trial: a tracking server that stays away past MLflow's retries then stops the
+    sweep with `TrackingUnavailable` (the trial stays finished in Tune's state) rather than failing the
+    trial. At the end it goes over every trial once more: a resumed sweep's trials that finished before
+    an interruption are recorded if an earlier driver could not write them (writes are idempotent).
     """
 
-    def _record(self, tune_trial: Trial, error: str | None = None) -> None:
-        self.live.tracker.record_trial(result_of(self.live.sweep, tune_trial, error))
+    def setup(self, **info) -> None:
+        self.queue: list[tuple[Trial, str | None]] = []
+
+    def _flush(self) -> None:
+        while self.queue:
+            tune_trial, error = self.queue[0]
+            self.live.tracker.record_trial(result_of(self.live.sweep, tune_trial, error))
+            self.queue.pop(0)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._record(trial)
+        self.queue.append((trial, None))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._record(trial, _error_text(trial))
+        self.queue.append((trial, _error_text(trial)))
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        self._flush()
 
     def on_experiment_end(self, trials, **info) -> None:
+        self._flush()
         epochs = self.live.sweep.train.epochs
         for tune_trial in trials:
             # An interrupted sweep ends its running trials TERMINATED too, but without a `done` result.
             last = tune_trial.last_result or {}
             if tune_trial.status == Trial.TERMINATED and (last.get("done") or last.get("epoch") == epochs):
-                self._record(tune_trial)
+                self.queue.append((tune_trial, None))
             elif tune_trial.status == Trial.ERROR:
-                self._record(tune_trial, _error_text(tune_trial))
+                self.queue.append((tune_trial, _error_text(tune_trial)))
+        self._flush()
+
+
+def _request_of(live: Live, tune_trial: Trial) -> dict[str, float]:
+    """What a trial asks Ray for: its placement group's bundle, else what this run's config asks."""
+    try:
+        asked = dict(tune_trial.placement_group_factory.required_resources)
+    except Exception:  # a Tune internal; the config says the same
+        asked = live.request
+    return {k: v for k, v in asked.items() if v > 0}
+
+
+def stall_line(live: Live, pending: list[Trial], seconds: float) -> str:
+    """`stalled: 3 trials pending for 60 s, each asking 1 CPU, 1 GPU; free now: 2 CPU, 0 GPU`."""
+    import ray
+
+    asked = _request_of(live, pending[0])
+    try:
+        free = ray.available_resources()
+        free_text = live.describe(free, ["CPU", "GPU", *[k for k in asked if k not in ("CPU", "GPU")]])
+    except Exception:  # the line matters more than this detail
+        free_text = "unknown"
+    n = len(pending)
+    return (
+        f"stalled: {n} trial{'s' if n != 1 else ''} pending for {seconds:.0f} s, each asking "
+        f"{live.describe(asked, None)}; free now: {free_text}"
+    )
 
 
 def _error_text(tune_trial: Trial) -> str:

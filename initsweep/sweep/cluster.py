@@ -13,9 +13,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from initsweep.config import ConfigError
+from initsweep.config import ConfigError, ResourcesConfig
 
-__all__ = ["check_cluster", "connect"]
+__all__ = ["autoscaler_node_types", "check_cluster", "check_resources", "connect", "describe", "trial_request"]
+
+GIB = 2**30
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+"""Where `ray up` leaves the cluster config on the head, and what cluster.yaml's head passes to
+`ray start --autoscaling-config`: a driver on the head (`ray job submit`) reads the node types there."""
 
 LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 """Set to 0 before Ray is imported, an embedded Ray binds its node services (GCS, raylet, workers, agents)
@@ -98,3 +103,105 @@ def check_cluster(local_tracking: bool, tracking_uri: str, storage: Path) -> Non
             f"--storage-path {storage}: not visible from node {blind[0]}; multi-node sweeps need a folder "
             "every node shares (an NFS mount)"
         )
+
+
+def trial_request(resources: ResourcesConfig) -> dict[str, float]:
+    """What one trial asks Ray for, in Ray's resource names (memory in bytes); zero amounts left out."""
+    ask = {"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial}
+    if resources.memory_gb_per_trial:
+        ask["memory"] = resources.memory_gb_per_trial * GIB
+    ask.update(resources.custom)
+    return {k: v for k, v in ask.items() if v > 0}
+
+
+def describe(amounts: dict[str, float], keys: list[str] | None = None) -> str:
+    """`2 CPU, 1 GPU, 9.8 GiB memory, 1 accelerator_type:H100`: the given keys (default: those in `amounts`)."""
+    parts = []
+    for key in keys if keys is not None else list(amounts):
+        value = amounts.get(key, 0.0)
+        if key == "memory":
+            parts.append(f"{value / GIB:.3g} GiB memory")
+        else:
+            parts.append(f"{value:g} {key}")
+    return ", ".join(parts)
+
+
+_KEY_OF = {
+    "CPU": "resources.cpus_per_trial",
+    "GPU": "resources.gpus_per_trial",
+    "memory": "resources.memory_gb_per_trial",
+}
+
+
+def _fits(ask: dict[str, float], node: dict[str, float]) -> bool:
+    return all(node.get(k, 0.0) >= v for k, v in ask.items())
+
+
+def check_resources(resources: ResourcesConfig, printer=print) -> None:
+    """Refuse (`ConfigError`) a trial request that no alive node of the connected cluster can hold, unless
+    the cluster's autoscaler can add a node type that holds it (then one line says so and the sweep waits)."""
+    import ray
+
+    ask = trial_request(resources)
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(_fits(ask, node) for node in nodes):
+        return
+    types = {name: res for name, res in autoscaler_node_types().items() if _fits(ask, res)}
+    if types:
+        printer(
+            f"resources: no node holds a trial yet ({describe(ask)}); the autoscaler can add node type "
+            f"{', '.join(sorted(types))}: waiting for it",
+            flush=True,
+        )
+        return
+    # Name the first resource no single node has enough of; else the combination is what no node holds.
+    short = next((k for k in ask if not any(node.get(k, 0.0) >= ask[k] for node in nodes)), None)
+    by = short or "CPU"
+    largest = max(nodes, key=lambda n: (n.get(by, 0.0), n.get("CPU", 0.0), n.get("GPU", 0.0), n.get("memory", 0.0)))
+    shown = ["CPU", "GPU", "memory", *[k for k in ask if k not in ("CPU", "GPU", "memory")]]
+    node_text = f"largest node: {describe(largest, shown)}" if nodes else "no node is alive"
+    if short is None:
+        raise ConfigError(
+            f"resources: a trial asks for {describe(ask)}, but no node has all of that at once ({node_text})"
+        )
+    key = _KEY_OF.get(short, f"resources.custom.{short}")
+    raise ConfigError(
+        f"{key}: a trial asks for {describe({short: ask[short]})}, but no node has that many ({node_text})"
+    )
+
+
+def autoscaler_node_types() -> dict[str, dict[str, float]]:
+    """The node types the cluster's autoscaler may add ({name: resources}), or {} when there is none.
+
+    Ray 2.60's autoscalers do not publish their node types through a public API. Two sources, each
+    optional: the cluster config the autoscaler reports to the GCS (`node_group_configs`, what Ray Data
+    reads through `ray._private.state`), and on a `ray up` head, the launcher's bootstrap config. Node
+    types that may not start (max_workers 0) are left out; so are types whose resources are not declared
+    (Ray reads those from the instance, which only the cloud knows).
+    """
+    types: dict[str, dict[str, float]] = {}
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+        for group in config.node_group_configs if config is not None else []:
+            if group.max_count != 0:
+                types[group.name] = dict(group.resources)
+    except Exception:  # not published by this Ray, or by this autoscaler
+        pass
+    if types:
+        return types
+    path = Path(os.environ.get("INITSWEEP_AUTOSCALING_CONFIG", BOOTSTRAP_CONFIG)).expanduser()
+    try:
+        import yaml
+
+        config = yaml.safe_load(path.read_text())
+        head_type = config.get("head_node_type")
+        for name, node_type in (config.get("available_node_types") or {}).items():
+            if name == head_type or node_type.get("max_workers", config.get("max_workers", 0)) == 0:
+                continue
+            # `ray up` fills in CPU, GPU and memory (bytes) of known instance types; custom ones are declared.
+            types[name] = {k: float(v) for k, v in (node_type.get("resources") or {}).items()}
+    except (OSError, AttributeError, TypeError, ValueError, yaml.YAMLError):
+        pass
+    return types

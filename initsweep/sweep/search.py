@@ -17,7 +17,7 @@ from ray.tune.search import Searcher
 from initsweep.catalog.schemes import Range
 from initsweep.config import SearchConfig
 
-__all__ = ["BatchedOptunaSearch", "OptunaSpace", "make_sampler", "study_name"]
+__all__ = ["BatchedOptunaSearch", "OptunaSpace", "PickledSearcher", "make_sampler", "study_name"]
 
 
 def study_name(sweep_name: str, sweep_id: str) -> str:
@@ -59,7 +59,20 @@ def make_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
         return optuna.samplers.TPESampler(seed=search.seed, multivariate=True, group=True)
 
 
-class BatchedOptunaSearch(Searcher):
+class PickledSearcher(Searcher):
+    """A Tune searcher whose state is its attributes, less what `__getstate__` leaves out (live studies);
+    Tune saves it with the experiment and a resumed sweep restores it."""
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__getstate__(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class BatchedOptunaSearch(PickledSearcher):
     """Optuna's ask-and-tell, a batch at a time.
 
     Reproducible: the next batch of `batch_size` trials is asked only once every trial of the previous one
@@ -149,11 +162,3 @@ class BatchedOptunaSearch(Searcher):
             self.study.tell(number, state=optuna.trial.TrialState.FAIL)
         else:
             self.study.tell(number, result[self.metric])
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__getstate__(), f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))

@@ -23,9 +23,10 @@ def grid_cells(sweep: SweepConfig) -> list[dict[str, Any]]:
 
 
 def trial_from_params(sweep: SweepConfig, params: dict[str, Any]) -> TrialConfig:
-    """The trial config of a Tune trial's config: a grid cell, or an Optuna draw."""
+    """The trial config of a Tune trial's config: a grid cell (in a tuned sweep, with its stage and tuned
+    values), or an Optuna draw."""
     cell = params.get("cell", {})
-    return sweep.trial(row_from_params(params), cell.get("axes"))
+    return sweep.trial(row_from_params(params), cell.get("axes"), params.get("tuned"), params.get("stage"))
 
 
 def row_from_params(params: dict[str, Any]) -> SchemeRow:

@@ -71,11 +71,14 @@ def train_trial(config: dict[str, Any], *, sweep: SweepConfig, data: Data, exp_d
     if hook:
         hook(TrialEvent(trial, None, resume is not None))
 
+    notes: list[str] = []  # e.g. "this model does not vmap: its seeds train one at a time"
+
     def report(epoch: int, seeds: list[SeedResult], snapshot) -> None:
         metrics = epoch_report(sweep, epoch, seeds) | {
             "node_id": node_id,
             "device": device,
             "restored_epoch": restored_epoch,  # epochs this attempt did not train (from a checkpoint)
+            "note": "; ".join(notes),  # the driver prints it on the trial's progress line
         }
         with tempfile.TemporaryDirectory() as folder:
             torch.save(snapshot(), Path(folder) / CHECKPOINT_FILE)
@@ -87,7 +90,7 @@ def train_trial(config: dict[str, Any], *, sweep: SweepConfig, data: Data, exp_d
         seeds = [SeedResult.from_dict(d) for run in resume["runs"] for d in run["results"]]
         report(restored_epoch, seeds, lambda: resume)
         return
-    run_trial(trial, data, device=device, on_epoch=report, resume=resume)
+    run_trial(trial, data, device=device, on_epoch=report, resume=resume, on_note=notes.append)
 
 
 def latest_state(trial_folder: Path) -> dict | None:

@@ -25,11 +25,12 @@ from initsweep.engine.data import Data
 from initsweep.report.build import Report, build_report
 from initsweep.results import TrialResult, best
 from initsweep.sweep.callbacks import Live, Progress, RecordTrials, attach
-from initsweep.sweep.cluster import check_cluster
+from initsweep.sweep.cluster import GIB, check_cluster, check_resources, describe, trial_request
 from initsweep.sweep.search import BatchedOptunaSearch, study_name
 from initsweep.sweep.space import grid_cells
+from initsweep.sweep.staged import StagedSearch
 from initsweep.sweep.trainable import train_trial
-from initsweep.tracking import Tracker, is_local_uri, masked, read_failures, read_sweep
+from initsweep.tracking import Tracker, TrackingUnavailable, is_local_uri, masked, read_failures, read_sweep
 
 __all__ = ["SweepOutcome", "experiment_dir", "optuna_location", "run_sweep", "sweep_hash"]
 
@@ -58,6 +59,8 @@ class SweepOutcome:
     """The best trial that neither diverged nor failed."""
     resumed: bool
     n_errors: int
+    n_finished: int
+    """Trials recorded with a result (a tuned sweep's candidates included)."""
 
 
 def _sweep_id(exp_dir: Path, fresh: bool) -> str:
@@ -86,15 +89,23 @@ def run_sweep(
 ) -> SweepOutcome:
     """Run (or resume) a sweep on the connected Ray cluster and record it through `tracker`."""
     exp_dir = experiment_dir(sweep, storage_path)
+    check_resources(sweep.resources, printer)  # before anything is written: a trial no node can hold
     check_cluster(is_local_uri(tracker.tracking_uri), masked(tracker.tracking_uri), exp_dir.parent)
     sweep_id = _sweep_id(exp_dir, fresh)
     parent = tracker.start_sweep(sweep, sweep_id, str(exp_dir))
 
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, sweep=sweep, data=data, exp_dir=str(exp_dir)),
-        {"cpu": sweep.resources.cpus_per_trial, "gpu": sweep.resources.gpus_per_trial},
+        {
+            "cpu": sweep.resources.cpus_per_trial,
+            "gpu": sweep.resources.gpus_per_trial,
+            "memory": (sweep.resources.memory_gb_per_trial or 0) * GIB,
+            "custom_resources": dict(sweep.resources.custom),
+        },
     )
-    attach(sweep_id, Live(sweep, tracker, printer))  # before a restore unpickles the callbacks
+    attach(
+        sweep_id, Live(sweep, tracker, printer, trial_request(sweep.resources), describe)
+    )  # before a restore unpickles the callbacks
     can_restore = tune.Tuner.can_restore(str(exp_dir))
     if can_restore:
         printer(f"resuming sweep {sweep_id} from {exp_dir}", flush=True)
@@ -102,7 +113,7 @@ def run_sweep(
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space={"cell": tune.grid_search(grid_cells(sweep))} if sweep.schemes is not None else {},
+            param_space={"cell": tune.grid_search(grid_cells(sweep))} if _plain_grid(sweep) else {},
             tune_config=_tune_config(sweep, exp_dir, sweep_id),
             run_config=tune.RunConfig(
                 name=exp_dir.name,
@@ -115,15 +126,19 @@ def run_sweep(
         )
     try:
         tuner.fit()
-    except BaseException:
-        tracker.end_sweep("KILLED")
-        raise
+    except BaseException as err:
+        outage = _outage_in(err)
+        if outage is None:
+            tracker.end_sweep("KILLED")
+            raise
+        raise outage from None  # Tune's state and checkpoints are saved: the same command resumes
 
     # What MLflow holds is the sweep's record, whichever run of the command wrote each trial.
     _, results = read_sweep(tracker.client, tracker.client.get_run(parent))
     failed = read_failures(tracker.client, tracker.client.get_run(parent))
     metric = sweep.objective.metric
-    top = best(results, sweep.objective.mode, value=lambda r: r.mean(metric), diverged=lambda r: r.n_diverged > 0)
+    judged = [r for r in results if r.config.stage != "tune"]  # a tuning candidate is never "the best"
+    top = best(judged, sweep.objective.mode, value=lambda r: r.mean(metric), diverged=lambda r: r.n_diverged > 0)
     complete = len(results) + len(failed) >= sweep.n_trials
     summary = {"trials_finished": len(results), "trials_failed": len(failed)}
     if top:
@@ -134,10 +149,32 @@ def run_sweep(
     if results:  # drawn from MLflow, exactly as `sweeps/report.py` rebuilds it later
         report = build_report(results, sweep, Path(report_dir) / f"{sweep.name}-{sweep_id}", failed=failed)
         tracker.log_report(report.folder)
+        if report.chosen:
+            tracker.log_chosen(report.chosen)
     tracker.end_sweep("FINISHED" if complete else "KILLED", summary)
     return SweepOutcome(
-        sweep_id, exp_dir, tracker.experiment_id, parent, report, top, resumed=can_restore, n_errors=len(failed)
+        sweep_id,
+        exp_dir,
+        tracker.experiment_id,
+        parent,
+        report,
+        top,
+        resumed=can_restore,
+        n_errors=len(failed),
+        n_finished=len(results),
     )
+
+
+def _outage_in(err: BaseException | None) -> TrackingUnavailable | None:
+    """The tracking outage behind an error, however deep Tune wrapped it."""
+    while err is not None and not isinstance(err, TrackingUnavailable):
+        err = err.__cause__ or err.__context__
+    return err
+
+
+def _plain_grid(sweep: SweepConfig) -> bool:
+    """A grid Tune runs by itself; a tuned grid's trials come from `StagedSearch`."""
+    return sweep.schemes is not None and sweep.tune is None
 
 
 def close_stale_optuna_trials(sweep: SweepConfig, exp_dir: Path, sweep_id: str) -> None:
@@ -171,6 +208,11 @@ def _tune_config(sweep: SweepConfig, exp_dir: Path, sweep_id: str) -> tune.TuneC
             batch_size=sweep.search.batch_size or max_concurrent,
         )
         num_samples = sweep.search.n_trials
+    elif sweep.tune is not None:
+        search_alg = StagedSearch(
+            sweep, study=study_name(sweep.name, sweep_id), storage=optuna_storage(sweep, exp_dir), metric="objective"
+        )
+        num_samples = sweep.n_trials
     return tune.TuneConfig(
         metric="objective",
         mode=obj.mode,

@@ -1,0 +1,240 @@
+"""Trial requests no node can hold are refused before anything is written; an autoscaler's node types that
+hold one let the sweep wait; a sweep whose trials stay pending says so in one line and goes on."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, free_port, run_cli, wait_for_http
+
+RAY = str(Path(sys.executable).with_name("ray"))
+SMOKE = str(ROOT / "sweeps" / "smoke.yaml")
+TOKEN = {"RAY_AUTH_MODE": "token"}
+"""Every Ray here runs with token authentication (~/.ray/auth_token), as the README's cluster does."""
+TINY = ("--set", "data.limit=1000", "--set", "train.epochs=1", "--set", "seeds=[0]")
+
+
+def assert_nothing_written(cwd: Path, storage: Path) -> None:
+    db = cwd / "mlflow.db"
+    if db.exists():
+        with sqlite3.connect(db) as conn:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            assert "runs" not in tables or conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+    assert not storage.exists() or not any(storage.iterdir())
+
+
+@pytest.fixture(scope="module")
+def head():
+    """A `ray start` head of our own on 127.0.0.1: 2 CPUs, 1 fake GPU, 1 `fake_tpu`; yields its address."""
+    temp_dir = tempfile.mkdtemp(prefix="rr", dir="/tmp")  # short: Ray's socket paths have a length limit
+    port, dashboard = free_port(), free_port()
+    start = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2", "--num-gpus=1"]
+    start += ['--resources={"fake_tpu": 1}', "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}"]
+    start += [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}"]
+    start += [f"--temp-dir={temp_dir}", "--disable-usage-stats", "--block"]
+    # --block and a session of its own: killing its process group stops this head only.
+    proc = subprocess.Popen(
+        start, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=os.environ | TOKEN
+    )
+    try:
+        assert wait_for_http(f"http://127.0.0.1:{dashboard}", proc, timeout=120), "the Ray head did not start"
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_a_gpu_on_a_machine_without_one_is_refused_before_anything_starts(tmp_path):
+    storage = tmp_path / "ray"
+    proc = run_cli(SMOKE, *TINY, "--set", "resources.gpus_per_trial=1", "--storage-path", str(storage), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.startswith("error: resources.gpus_per_trial: a trial asks for 1 GPU, but no node has that many")
+    assert "(largest node: " in proc.stderr and " GPU, " in proc.stderr and proc.stderr.count("\n") == 1
+    assert_nothing_written(tmp_path, storage)
+
+
+def test_more_cpus_than_any_node_has_is_refused(head, tmp_path):
+    storage = tmp_path / "ray"
+    proc = run_cli(
+        SMOKE,
+        *TINY,
+        "--set",
+        "resources.cpus_per_trial=64",
+        "--address",
+        head,
+        "--storage-path",
+        str(storage),
+        cwd=tmp_path,
+        env=TOKEN,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert re.fullmatch(
+        r"error: resources.cpus_per_trial: a trial asks for 64 CPU, but no node has that many "
+        r"\(largest node: 2 CPU, 1 GPU, [\d.]+ GiB memory\)\n",
+        proc.stderr,
+    ), proc.stderr
+    assert_nothing_written(tmp_path, storage)
+
+
+CHECKS = """
+import json, sys
+import ray
+from initsweep.config import ConfigError, ResourcesConfig
+from initsweep.sweep.cluster import autoscaler_node_types, check_resources
+
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+out = []
+for kwargs in json.loads(sys.argv[2]):
+    said = []
+    try:
+        check_resources(ResourcesConfig(**kwargs), lambda line, **_: said.append(line))
+        out.append(said)
+    except ConfigError as err:
+        out.append(f"error: {err}")
+print(json.dumps({"types": sorted(autoscaler_node_types()), "out": out}))
+"""
+
+
+def checks(head: str, cases: list[dict], autoscaling: Path | None = None) -> dict:
+    """`check_resources` on each case, against `head`, in a process of its own (its Ray client uses a token)."""
+    import json
+
+    env = os.environ | TOKEN | {"INITSWEEP_AUTOSCALING_CONFIG": str(autoscaling or "/nonexistent.yaml")}
+    proc = subprocess.run(
+        [sys.executable, "-c", CHECKS, head, json.dumps(cases)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_custom_resources_memory_and_their_combination(head, tmp_path):
+    config = tmp_path / "autoscaling.yaml"  # what `ray up` leaves on a head: the launcher's node types
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "max_workers": 4,
+                "head_node_type": "head",
+                "available_node_types": {
+                    "head": {"resources": {"CPU": 0}, "node_config": {}},
+                    "cpu_worker": {"resources": {"CPU": 16}, "node_config": {}, "max_workers": 2},
+                    "gpu_worker": {"resources": {"CPU": 4, "GPU": 4}, "node_config": {}, "max_workers": 1},
+                    "spare": {"resources": {"GPU": 8}, "node_config": {}, "max_workers": 0},
+                },
+            }
+        )
+    )
+    plain = checks(
+        head,
+        [
+            {"cpus_per_trial": 2, "gpus_per_trial": 1, "custom": {"fake_tpu": 1}},
+            {"custom": {"fake_tpu": 2}},
+            {"custom": {"accelerator_type:H100": 1}},
+            {"memory_gb_per_trial": 4096},
+        ],
+    )
+    assert plain["types"] == []
+    fits, tpu, h100, memory = plain["out"]
+    assert fits == []  # the node holds it (whatever holds it now)
+    assert re.fullmatch(
+        r"error: resources.custom.fake_tpu: a trial asks for 2 fake_tpu, but no node has that many "
+        r"\(largest node: 2 CPU, 1 GPU, [\d.]+ GiB memory, 1 fake_tpu\)",
+        tpu,
+    ), tpu
+    assert h100.startswith("error: resources.custom.accelerator_type:H100: a trial asks for 1 accelerator_type:H100")
+    assert h100.endswith(" GiB memory, 0 accelerator_type:H100)")
+    assert memory.startswith("error: resources.memory_gb_per_trial: a trial asks for 4.1e+03 GiB memory, but no node")
+
+    scaling = checks(head, [{"gpus_per_trial": 4}, {"gpus_per_trial": 8}], autoscaling=config)
+    assert scaling["types"] == ["cpu_worker", "gpu_worker"]
+    assert scaling["out"][0] == [
+        "resources: no node holds a trial yet (1 CPU, 4 GPU); the autoscaler can add node type gpu_worker: "
+        "waiting for it"
+    ]
+    # Only a type that may not start (max_workers 0) has 8 GPUs: refused.
+    assert scaling["out"][1].startswith("error: resources.gpus_per_trial: a trial asks for 8 GPU, but no node")
+
+
+def _lines(proc: subprocess.Popen) -> queue.Queue:
+    out: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        for line in proc.stdout:
+            out.put(line)
+        out.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return out
+
+
+def test_a_stalled_sweep_says_so_and_finishes_once_the_gpu_is_free(head, tmp_path):
+    holder_code = (
+        "import ray, sys, time\n"
+        f"ray.init(address={head!r}, logging_level='ERROR', log_to_driver=False)\n"
+        "@ray.remote(num_gpus=1, num_cpus=0)\n"
+        "class Hold:\n"
+        "    def ping(self):\n"
+        "        return 1\n"
+        "h = Hold.remote()\n"
+        "ray.get(h.ping.remote(), timeout=120)\n"
+        "print('held', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", holder_code], stdout=subprocess.PIPE, text=True, env=os.environ | TOKEN
+    )
+    sweep = None
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        clean = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")} | TOKEN
+        cmd = [sys.executable, str(ROOT / "sweeps" / "run.py"), SMOKE, *TINY, "--address", head]
+        cmd += ["--storage-path", str(tmp_path / "ray"), "--set", "resources.gpus_per_trial=1"]
+        cmd += ["--set", "resources.stall_warning_s=3"]
+        sweep = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, env=clean
+        )
+        lines, seen, deadline = _lines(sweep), [], time.monotonic() + 150
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            seen.append(line)
+            if line.startswith("stalled:"):
+                break
+        stalled = [s for s in seen if s.startswith("stalled:")]
+        assert stalled, "".join(seen)[-3000:]
+        assert stalled[0].strip() == (
+            "stalled: 3 trials pending for 3 s, each asking 1 CPU, 1 GPU; free now: 2 CPU, 0 GPU"
+        ), stalled
+        assert not any(s.startswith("[") for s in seen)  # no trial ran meanwhile
+
+        holder.kill()  # its actor dies with its driver: the GPU is free
+        assert sweep.wait(timeout=240) == 0, ("".join(seen) + sweep.stdout.read())[-3000:]
+        rest = []
+        while (line := lines.get(timeout=10)) is not None:
+            rest.append(line)
+        assert "3/3 trials done (0 failed)" in "".join(rest)
+    finally:
+        for p in (holder, sweep):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
