@@ -309,8 +309,12 @@ def _result_rows(folder):
     return rows
 
 
-def test_a_worker_node_dies_mid_trial_and_the_trial_resumes_from_its_checkpoint(mlflow_server, tmp_path):
-    """A head that runs no trials and two one-CPU workers; one worker is killed while both train."""
+def test_a_worker_node_dies_mid_trial_and_the_trial_resumes_from_its_checkpoint(mlflow_server, tmp_path, monkeypatch):
+    """A head that runs no trials and two one-CPU workers; one worker is killed while both train (each
+    epoch pauses 1.5 s after its checkpoint, through the trial hook, so "mid-way" lasts long enough to see
+    on a fast machine: an epoch of this size trains in a fraction of a second)."""
+    for key, value in faultplan.env("", pause_s=1.5).items():  # the nodes' workers inherit it
+        monkeypatch.setenv(key, value)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
