@@ -8,8 +8,7 @@ its printer, fresh clocks), which `attach` registers under that key before the T
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from ray.tune.experiment import Trial
 
 from initsweep.config import SweepConfig
 from initsweep.results import TrialResult, best, seeds_from_json
+from initsweep.sweep.resources import describe, trial_request
 from initsweep.sweep.space import trial_from_params
 from initsweep.tracking import Tracker
 
@@ -31,10 +31,6 @@ class Live:
     sweep: SweepConfig
     tracker: Tracker
     printer: Any = print
-    request: dict[str, float] = field(default_factory=dict)
-    """What one trial asks Ray for (`cluster.trial_request`), for the stall line."""
-    describe: Callable[[dict[str, float], list[str] | None], str] = lambda amounts, keys=None: str(amounts)
-    """Formats resource amounts (`cluster.describe`), as the other messages about resources do."""
 
 
 _LIVE: dict[str, Live] = {}
@@ -225,7 +221,7 @@ def _request_of(live: Live, tune_trial: Trial) -> dict[str, float]:
     try:
         asked = dict(tune_trial.placement_group_factory.required_resources)
     except Exception:  # a Tune internal; the config says the same
-        asked = live.request
+        asked = trial_request(live.sweep.resources)
     return {k: v for k, v in asked.items() if v > 0}
 
 
@@ -236,13 +232,13 @@ def stall_line(live: Live, pending: list[Trial], seconds: float) -> str:
     asked = _request_of(live, pending[0])
     try:
         free = ray.available_resources()
-        free_text = live.describe(free, ["CPU", "GPU", *[k for k in asked if k not in ("CPU", "GPU")]])
+        free_text = describe(free, ["CPU", "GPU", *[k for k in asked if k not in ("CPU", "GPU")]])
     except Exception:  # the line matters more than this detail
         free_text = "unknown"
     n = len(pending)
     return (
         f"stalled: {n} trial{'s' if n != 1 else ''} pending for {seconds:.0f} s, each asking "
-        f"{live.describe(asked, None)}; free now: {free_text}"
+        f"{describe(asked, None)}; free now: {free_text}"
     )
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from initsweep.config import ConfigError, ResourcesConfig
+from initsweep.sweep.resources import describe, trial_request
 
-__all__ = ["autoscaler_node_types", "check_cluster", "check_resources", "connect", "describe", "trial_request"]
+__all__ = ["autoscaler_node_types", "check_cluster", "check_resources", "connect"]
 
-GIB = 2**30
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
 """Where `ray up` leaves the cluster config on the head, and what cluster.yaml's head passes to
 `ray start --autoscaling-config`: a driver on the head (`ray job submit`) reads the node types there."""
@@ -103,27 +103,6 @@ def check_cluster(local_tracking: bool, tracking_uri: str, storage: Path) -> Non
             f"--storage-path {storage}: not visible from node {blind[0]}; multi-node sweeps need a folder "
             "every node shares (an NFS mount)"
         )
-
-
-def trial_request(resources: ResourcesConfig) -> dict[str, float]:
-    """What one trial asks Ray for, in Ray's resource names (memory in bytes); zero amounts left out."""
-    ask = {"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial}
-    if resources.memory_gb_per_trial:
-        ask["memory"] = resources.memory_gb_per_trial * GIB
-    ask.update(resources.custom)
-    return {k: v for k, v in ask.items() if v > 0}
-
-
-def describe(amounts: dict[str, float], keys: list[str] | None = None) -> str:
-    """`2 CPU, 1 GPU, 9.8 GiB memory, 1 accelerator_type:H100`: the given keys (default: those in `amounts`)."""
-    parts = []
-    for key in keys if keys is not None else list(amounts):
-        value = amounts.get(key, 0.0)
-        if key == "memory":
-            parts.append(f"{value / GIB:.3g} GiB memory")
-        else:
-            parts.append(f"{value:g} {key}")
-    return ", ".join(parts)
 
 
 _KEY_OF = {

@@ -25,7 +25,8 @@ from initsweep.engine.data import Data
 from initsweep.report.build import Report, build_report
 from initsweep.results import TrialResult, best
 from initsweep.sweep.callbacks import Live, Progress, RecordTrials, attach
-from initsweep.sweep.cluster import GIB, check_cluster, check_resources, describe, trial_request
+from initsweep.sweep.cluster import check_cluster, check_resources
+from initsweep.sweep.resources import GIB
 from initsweep.sweep.search import BatchedOptunaSearch, study_name
 from initsweep.sweep.space import grid_cells
 from initsweep.sweep.staged import StagedSearch
@@ -103,9 +104,7 @@ def run_sweep(
             "custom_resources": dict(sweep.resources.custom),
         },
     )
-    attach(
-        sweep_id, Live(sweep, tracker, printer, trial_request(sweep.resources), describe)
-    )  # before a restore unpickles the callbacks
+    attach(sweep_id, Live(sweep, tracker, printer))  # before a restore unpickles the callbacks
     can_restore = tune.Tuner.can_restore(str(exp_dir))
     if can_restore:
         printer(f"resuming sweep {sweep_id} from {exp_dir}", flush=True)
