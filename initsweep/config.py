@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -53,6 +54,7 @@ __all__ = [
     "TrialConfig",
     "load_config",
     "parse_config",
+    "resolve_scheme",
 ]
 
 
@@ -302,10 +304,13 @@ class OverrideRule(_Strict):
 
 
 class InitConfig(_Strict):
-    bias: Literal["zeros", "constant", "default"] = "zeros"
-    """Bias init for every scheme but `pytorch_default`: zeros (the seed), a constant, or the layer's own."""
+    bias: Literal["zeros", "constant", "normal", "default"] = "zeros"
+    """Bias init for every scheme but `pytorch_default`: zeros (the seed), a constant, N(0, bias_std^2)
+    (mean-field theory's sigma_b), or the layer's own."""
     bias_value: float = 0.0
     """The bias when `bias` is `constant`."""
+    bias_std: float = Field(default=0.0, ge=0.0)
+    """The biases' standard deviation sigma_b when `bias` is `normal` (drawn per layer from the init seed)."""
     layers: LayersConfig = LayersConfig()
     """Which layers the scheme initializes; default: every Linear and Conv1d/2d/3d."""
     overrides: list[OverrideRule] = []
@@ -315,7 +320,38 @@ class InitConfig(_Strict):
     def _value_needs_constant(self) -> InitConfig:
         if self.bias_value != 0.0 and self.bias != "constant":
             raise ValueError(f"bias_value: only used with bias: constant, not {self.bias}")
+        if self.bias_std != 0.0 and self.bias != "normal":
+            raise ValueError(f"bias_std: only used with bias: normal, not {self.bias}")
         return self
+
+    @property
+    def bias_variance(self) -> float | None:
+        """sigma_b^2, the biases' mean square (what mean-field theory needs); None for the layers' own,
+        whose variance, 1 / (3 fan_in), differs from layer to layer."""
+        return {"zeros": 0.0, "constant": self.bias_value**2, "normal": self.bias_std**2}.get(self.bias)
+
+
+def resolve_scheme(
+    name: str, params: dict[str, Any], activation: str | None, init: InitConfig
+) -> dict[str, float | int | str]:
+    """The scheme's parameters with every "auto" resolved: a gain or nonlinearity for `activation`
+    (`resolve_auto`), and `critical`'s weight variance to the edge of chaos for `activation` and the
+    biases' variance (imported only then: mean-field theory needs NumPy, which nothing else here does)."""
+    full = resolve_auto(name, params, activation)
+    theory_keys = [k for k, p in get_scheme(name).params.items() if p.auto_from_theory and full[k] == AUTO]
+    for key in theory_keys:
+        from initsweep.theory import ACTIVATIONS, critical_weight_variance
+
+        if activation not in ACTIVATIONS:
+            known = ", ".join(ACTIVATIONS)
+            raise SchemeError(f"'auto' needs a model activation mean-field theory knows ({known})", key)
+        if init.bias_variance is None:
+            raise SchemeError("'auto' needs init.bias zeros, constant or normal (the layers' own differ by layer)", key)
+        try:
+            full[key] = critical_weight_variance(activation, init.bias_variance)
+        except ValueError as err:
+            raise SchemeError(f"'auto' has no edge of chaos here: {err}", key) from None
+    return full
 
 
 class SchemeRow(_Strict):
@@ -483,6 +519,40 @@ class SchedulerConfig(_Strict):
         return {"kind": raw} if isinstance(raw, str) else raw
 
 
+class TuneRange(_Strict):
+    """Values Optuna chooses from, per row: numbers in [low, high], on a log scale if `log`."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TuneRange:
+        if not self.low < self.high:
+            raise ValueError(f"low: {self.low} must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"low: a log-scale range must be above 0 (got {self.low})")
+        return self
+
+
+TUNABLE = ("model.dropout", "init.bias_value", "init.bias_std")
+"""Keys outside `train` that a `tune` section may choose per row, or a search draw (any key under `train`)."""
+
+
+def check_settings(settings: dict[str, Any]) -> None:
+    """Keys a tune section or a search may set, each with a list of distinct values or a `TuneRange`."""
+    for key, values in settings.items():
+        section, _, field = key.partition(".")
+        if not ((section == "train" and field in TrainConfig.model_fields) or key in TUNABLE):
+            raise ValueError(f"params.{key}: not a tunable setting (a key under train, or {', '.join(TUNABLE)})")
+        if isinstance(values, list):
+            if not values:
+                raise ValueError(f"params.{key}: needs at least one value")
+            dup = [v for i, v in enumerate(values) if v in values[:i]]
+            if dup:
+                raise ValueError(f"params.{key}: {shown(dup[0])} appears twice")
+
+
 class SearchConfig(_Strict):
     """An Optuna search over schemes and their parameters, instead of a grid of `schemes` rows."""
 
@@ -500,9 +570,14 @@ class SearchConfig(_Strict):
     batch_size: int | None = Field(default=None, gt=0)
     """Configs drawn at a time, each batch once the last one has finished, so a seeded search draws the
     same configs whatever the timing; default: as many as run at once."""
+    params: dict[str, list[Any] | TuneRange] = {}
+    """Settings outside the schemes Optuna also draws for each config: key -> `{low, high, log}` or a list
+    of choices; any key under `train`, `model.dropout`, `init.bias_value` or `init.bias_std` (with a range
+    of `critical`'s `weight_variance`, `init.bias_std` maps the mean-field phase diagram)."""
 
     @model_validator(mode="after")
     def _spaces_resolve(self) -> SearchConfig:
+        check_settings(self.params)
         for name, spec in self.schemes.items():
             try:
                 resolve_search(name, spec)
@@ -536,34 +611,14 @@ class ReportConfig(_Strict):
     """Published numbers to set beside ours, each marked inside or outside our interval."""
 
 
-class TuneRange(_Strict):
-    """Values Optuna chooses from, per row: numbers in [low, high], on a log scale if `log`."""
-
-    low: float
-    high: float
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _ordered(self) -> TuneRange:
-        if not self.low < self.high:
-            raise ValueError(f"low: {self.low} must be below high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError(f"low: a log-scale range must be above 0 (got {self.low})")
-        return self
-
-
-TUNABLE = ("model.dropout", "init.bias_value")
-"""Keys outside `train` that a `tune` section may choose per row (any key under `train` may be tuned)."""
-
-
 class TuningConfig(_Strict):
     """A fair comparison: each row's nuisance settings (a learning rate, say) chosen on tuning seeds, then
     the row judged at its chosen settings on the evaluation `seeds`, which never chose anything."""
 
     params: dict[str, list[Any] | TuneRange] = Field(min_length=1)
     """Key -> the values to try (a list: every combination of the lists is tried), or `{low, high, log}`
-    for Optuna to draw from (`n_trials` draws per row); any key under `train`, `model.dropout` or
-    `init.bias_value`."""
+    for Optuna to draw from (`n_trials` draws per row); any key under `train`, `model.dropout`,
+    `init.bias_value` or `init.bias_std`."""
     seeds: list[int] = Field(min_length=1)
     """Tuning seeds: each candidate trains on these, and the best mean objective over them is chosen;
     must not overlap the evaluation `seeds`."""
@@ -579,16 +634,7 @@ class TuningConfig(_Strict):
 
     @model_validator(mode="after")
     def _keys_and_values(self) -> TuningConfig:
-        for key, values in self.params.items():
-            section, _, field = key.partition(".")
-            if not ((section == "train" and field in TrainConfig.model_fields) or key in TUNABLE):
-                raise ValueError(f"params.{key}: not a tunable setting (a key under train, or {', '.join(TUNABLE)})")
-            if isinstance(values, list):
-                if not values:
-                    raise ValueError(f"params.{key}: needs at least one value")
-                dup = [v for i, v in enumerate(values) if v in values[:i]]
-                if dup:
-                    raise ValueError(f"params.{key}: {shown(dup[0])} appears twice")
+        check_settings(self.params)
         ranges = [k for k, v in self.params.items() if isinstance(v, TuneRange)]
         if ranges and self.n_trials is None:
             raise ValueError(f"n_trials: needed to draw params.{ranges[0]} (a range) for each row")
@@ -625,7 +671,8 @@ class TrialConfig(_Shared):
     row: SchemeRow
     """The config row this trial runs: a scheme and its parameters."""
     axes: dict[str, Any] = {}
-    """The grid values this trial was made with (dotted key -> value), already applied above."""
+    """The grid values (or a search's drawn `params`) this trial was made with (dotted key -> value),
+    already applied above."""
     stage: Literal["tune", "eval"] | None = None
     """In a sweep with a `tune` section: a candidate on the tuning seeds, or the row at its chosen values
     on the evaluation seeds."""
@@ -636,7 +683,10 @@ class TrialConfig(_Shared):
     def _resolve_auto(self) -> TrialConfig:
         row = self.row
         if AUTO in row.params.values():
-            resolved = resolve_auto(row.scheme, row.params, self.model.activation)
+            try:
+                resolved = resolve_scheme(row.scheme, row.params, self.model.activation, self.init)
+            except SchemeError as err:
+                raise SchemeError(err.problem, f"row.{err.key}") from None
             object.__setattr__(self, "row", SchemeRow(scheme=row.scheme, params=resolved, label=row.name))
         return self
 
@@ -694,7 +744,22 @@ class SweepConfig(_Shared):
             raise ValueError(f"scheduler.grace_period: more than train.epochs ({self.train.epochs})")
         self._check_grid()
         self._check_tune()
+        self._check_search()
         return self
+
+    def _check_search(self) -> None:
+        """Every setting a search draws makes valid trials at the ends of its range."""
+        if self.search is None or not self.search.params:
+            return
+        row = SchemeRow(scheme=next(iter(self.search.schemes)))
+        for end in (0, -1):
+            drawn = {
+                k: ((v.low, v.high)[end] if isinstance(v, TuneRange) else v[end]) for k, v in self.search.params.items()
+            }
+            try:
+                self.trial(row, drawn)
+            except ValidationError as err:
+                raise ValueError(f"search.params.{_one_line(err)}") from None
 
     def _check_tune(self) -> None:
         """Tuning seeds apart from evaluation seeds; every candidate makes a valid trial of every row."""
@@ -728,6 +793,14 @@ class SweepConfig(_Shared):
     def _check_grid(self) -> None:
         """Every axis names a shared setting and every combination makes valid trials."""
         if not self.grid:
+            for i, row in enumerate(self.schemes or []):  # a row's "auto" resolves for the shared settings
+                try:
+                    self.trial(row)
+                except ValidationError as err:
+                    problem = _one_line(err)
+                    if problem.startswith("row."):  # the row's own parameter, under its place in `schemes`
+                        raise ValueError(f"schemes.{i}.{problem.removeprefix('row.')}") from None
+                    raise ValueError(problem) from None
             return
         if self.schemes is None:
             raise ValueError("grid: crosses `schemes` rows; a search sweep cannot have grid axes")
@@ -748,13 +821,15 @@ class SweepConfig(_Shared):
                 f"grid: {n_trials} trials (rows x combinations); a grid may make at most {MAX_GRID_TRIALS}"
             )
         for axes in self.combinations():
-            for row in self.schemes:
+            for i, row in enumerate(self.schemes):
                 try:
                     self.trial(row, axes)
                 except ConfigError as err:  # a path into something that is not a mapping
                     raise ValueError(f"grid.{err}") from None
                 except ValidationError as err:
                     problem = _one_line(err)
+                    if problem.startswith("row."):  # the row's "auto" under these grid values
+                        raise ValueError(f"schemes.{i}.{problem.removeprefix('row.')} (at {shown(axes)})") from None
                     key = next((k for k in axes if problem.startswith((f"{k}:", f"{k}."))), None)
                     if key is None:  # a problem of the combination, not of one value
                         raise ValueError(f"grid: {shown(axes)} fails: {problem}") from None
@@ -815,10 +890,16 @@ class SweepConfig(_Shared):
         ]
 
 
+_UNION_MEMBER = re.compile(r"^(list\[.*\]|function-\w+\[.*\]|TuneRange)$")
+"""Where pydantic names the member of a union in an error's location (not a key of the config)."""
+
+
 def _one_line(err: ValidationError) -> str:
     """The first validation error as `key.path: problem (got value)`."""
-    e = err.errors(include_url=False)[0]
-    loc = [str(p) for p in e["loc"]]
+    errors = err.errors(include_url=False)
+    # A value against a union (values: a list or a {low, high} range): the member its type picked.
+    e = next((x for x in errors if x["type"] != "list_type"), errors[0]) if len(errors) > 1 else errors[0]
+    loc = [str(p) for p in e["loc"] if not _UNION_MEMBER.match(str(p))]
     if loc[:1] == ["model"] and len(loc) > 1 and loc[1] in MODEL_CONFIGS:
         del loc[1]  # the union's tag
     cause = (e.get("ctx") or {}).get("error")

@@ -44,7 +44,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, special, stats
 
 __all__ = [
     "ACTIVATIONS",
@@ -87,6 +86,7 @@ class Activation:
 SELU_ALPHA = 1.6732632423543772
 SELU_SCALE = 1.0507009873554805
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
+_EPS = float(np.finfo(float).eps)
 
 
 def _selu(x: Array) -> Array:
@@ -103,6 +103,14 @@ def _d2selu(x: Array) -> Array:
 
 def _gauss_pdf(x: Array) -> Array:
     return np.exp(-0.5 * x * x) / _SQRT_2PI
+
+
+_erfc = np.frompyfunc(math.erfc, 1, 1)
+
+
+def _ndtr(x: Array) -> Array:
+    """The standard normal CDF, exact (math.erfc element-wise: NumPy has no erf, and SciPy is not needed)."""
+    return 0.5 * _erfc(-np.asarray(x) / math.sqrt(2.0)).astype(float)
 
 
 # The kinks of relu's and selu's derivatives sit at 0, where φ = 0, so the delta in φ'' adds nothing to χ_q.
@@ -122,8 +130,8 @@ ACTIVATIONS: dict[str, Activation] = {
         small=(1.0, 1.0),
     ),
     "gelu": Activation(  # the exact erf form, torch's default
-        lambda x: x * special.ndtr(x),
-        lambda x: special.ndtr(x) + x * _gauss_pdf(x),
+        lambda x: x * _ndtr(x),
+        lambda x: _ndtr(x) + x * _gauss_pdf(x),
         lambda x: (2.0 - x * x) * _gauss_pdf(x),
         small=(0.5, 0.5),
         large=(1.0, 0.0),
@@ -274,8 +282,43 @@ _SCAN = 1.25  # the grid the fixed-point search steps along (geometric), fine en
 _Q_MIN, _Q_MAX = 1e-12, 1e12
 
 
+def _root(f: Callable[[float], float], a: float, b: float, xtol: float, rtol: float = 4 * _EPS) -> float:
+    """A root of f in [a, b], where f(a) and f(b) differ in sign: Brent's method (bisection's guarantee at
+    secant speed), as in Brent (1973) and Numerical Recipes' zbrent, so that this module needs only NumPy."""
+    fa, fb = f(a), f(b)
+    if fa == 0 or fb == 0:
+        return a if fa == 0 else b
+    if (fa > 0) == (fb > 0):
+        raise ValueError(f"no sign change in [{a}, {b}]")
+    c, fc, d, e = b, fb, b - a, b - a
+    for _ in range(300):
+        if (fb > 0) == (fc > 0):  # keep the root between b and c
+            c, fc, d, e = a, fa, b - a, b - a
+        if abs(fc) < abs(fb):
+            a, b, c, fa, fb, fc = b, c, b, fb, fc, fb
+        tol = 2 * rtol * abs(b) + 0.5 * xtol
+        m = 0.5 * (c - b)
+        if abs(m) <= tol or fb == 0:
+            return b
+        if abs(e) >= tol and abs(fa) > abs(fb):  # interpolate: secant, or inverse quadratic
+            s = fb / fa
+            if a == c:
+                p, q = 2 * m * s, 1 - s
+            else:
+                qa, r = fa / fc, fb / fc
+                p, q = s * (2 * m * qa * (qa - r) - (b - a) * (r - 1)), (qa - 1) * (r - 1) * (s - 1)
+            p, q = (p, -q) if p > 0 else (-p, q)
+            d, e = (p / q, d) if 2 * p < min(3 * m * q - abs(tol * q), abs(e * q)) else (m, m)
+        else:  # bisect
+            d = e = m
+        a, fa = b, fb
+        b += d if abs(d) > tol else math.copysign(tol, m)
+        fb = f(b)
+    return b
+
+
 def _brentq(f: Callable[[float], float], lo: float, hi: float) -> float:
-    return optimize.brentq(f, lo, hi, xtol=max(lo * 1e-14, 1e-300), rtol=4 * np.finfo(float).eps)
+    return _root(f, lo, hi, xtol=max(lo * 1e-14, 1e-300))
 
 
 def _q_star(act: Activation, sw2: float, sb2: float, q0: float) -> float:
@@ -318,7 +361,7 @@ def _depth_scale(chi: float) -> float:
     if chi <= 0:
         return 0.0
     rate = abs(math.log(chi))
-    return math.inf if rate == 0 else 1.0 / rate
+    return math.inf if rate < 1e-12 else 1.0 / rate  # χ within rounding of 1 (a gain of √2 squared)
 
 
 def _phase(chi1: float) -> str:
@@ -428,7 +471,7 @@ def _c_star_chaotic(act: Activation, sw2: float, sb2: float, q: float, norm: flo
     for k in range(1, 53):
         c = 1.0 - 2.0**-k
         if gap(c) < 0:
-            return optimize.brentq(gap, prev, c, xtol=1e-15)
+            return _root(gap, prev, c, xtol=1e-15)
         prev = c
     return 1.0  # within quadrature error of critical
 
@@ -457,7 +500,7 @@ def critical_weight_variance(activation: str, bias_variance: float, *, q0: float
         lo /= 2.0
         if lo < 1e-6:
             raise ValueError(f"no σ_w² down to 1e-6 makes {activation} critical at bias_variance={sb2}")
-    root = optimize.brentq(excess, lo, hi, xtol=1e-12)
+    root = _root(excess, lo, hi, xtol=1e-12)
     below, above = excess(root * (1 - 1e-7)), excess(root * (1 + 1e-7))
     if min(abs(below), abs(above)) > 10 * PHASE_TOL:
         raise ValueError(
@@ -526,7 +569,8 @@ def weight_variance(scheme: str, params: Mapping[str, object], fan_in: int, fan_
         return fan_in * _num(name, p, "gain") ** 2 / max(fan_in, fan_out)
     if name == "trunc_normal":
         std, bound = _num(name, p, "std"), _num(name, p, "bound")
-        return fan_in * std**2 * float(stats.truncnorm.var(-bound, bound))
+        mass = math.erf(bound / math.sqrt(2.0))  # N(0, 1) truncated to [-bound, bound] has this variance:
+        return fan_in * std**2 * (1.0 - 2.0 * bound * math.exp(-0.5 * bound * bound) / _SQRT_2PI / mass)
     if name == "sparse":  # ceil(sparsity * rows) zeros in each column
         zeros = math.ceil(_num(name, p, "sparsity") * fan_out) / fan_out
         return fan_in * _num(name, p, "std") ** 2 * (1.0 - zeros)

@@ -31,6 +31,7 @@ from mlflow.exceptions import MlflowException
 
 from initsweep.catalog.schemes import typed_params
 from initsweep.config import ConfigError, SchemeRow, SweepConfig, TrialConfig, parse_config
+from initsweep.prediction import predict
 from initsweep.results import EPOCH_METRICS, SeedResult, TrialResult, aggregate
 
 __all__ = [
@@ -174,7 +175,8 @@ def _code_version() -> str:
 def _flat_params(trial: TrialConfig) -> dict[str, str]:
     """The params a trial run shows: scheme, its parameters, the settings a reader compares (the layers
     the init selects, `init.layers`, and its rules, `init.overrides`), and each grid axis under its own
-    key (`model.depth`); the layers by name are in each seed's `init_diagnostics.json`."""
+    key (`model.depth`), and mean-field theory's prediction (`theory.*`, `initsweep.prediction`) for an
+    MLP; the layers by name are in each seed's `init_diagnostics.json`."""
     params = {"scheme": trial.row.scheme, **trial.row.params}
     params |= {
         "model": trial.model.name,
@@ -183,9 +185,15 @@ def _flat_params(trial: TrialConfig) -> dict[str, str]:
     params |= trial.train.model_dump()
     params |= {f"data.{k}": v for k, v in trial.data.model_dump().items()}
     params |= {"init.bias": trial.init.bias, "init.layers": trial.init.layers.summary(), "n_seeds": len(trial.seeds)}
+    if trial.init.bias in ("constant", "normal"):
+        key = "bias_value" if trial.init.bias == "constant" else "bias_std"
+        params[f"init.{key}"] = getattr(trial.init, key)
     if trial.init.overrides:  # the rules, short: `*.bn2=constant(value=0); fc=pytorch_default`
         params["init.overrides"] = "; ".join(rule.summary() for rule in trial.init.overrides)[:500]
     params |= trial.axes | trial.tuned  # grid and tuned values under their config keys (`train.lr`)
+    prediction = predict(trial)
+    if prediction is not None:  # mean-field theory's chi1, xi_c, phase for this MLP
+        params |= prediction.params()
     return {k: str(v) for k, v in params.items()}
 
 
@@ -342,6 +350,9 @@ class Tracker:
             metrics = [m for e in range(1, epochs + 1) for m in _metrics(aggregate(record.seeds, e), e, ts)]
             metrics += [m for m in _metrics(aggregate(record.seeds), epochs, ts) if m.key.startswith("test_accuracy")]
             self._log_metrics(trial_run, metrics)
+        prediction = predict(record.config)
+        if prediction is not None:
+            self._log_metrics(trial_run, _metrics(prediction.metrics(), 0, ts))
         for seed in record.seeds:
             self._record_seed(record, seed, trial_run, params, base_tags, name, ts)
         if record.error:
@@ -417,6 +428,8 @@ def read_sweep(client: MlflowClient, parent) -> tuple[SweepConfig, list[TrialRes
             if trial.data.tags.get("row", row.name) != row.name:  # a label, or a row with "auto" values
                 row = SchemeRow(scheme=scheme, params=row.params, label=trial.data.tags["row"])
             axes = {k: next(v for v in values if str(v) == params[k]) for k, values in sweep.grid.items()}
+            if sweep.search is not None:
+                axes = _drawn_values(sweep.search.params, params)
             stage = trial.data.tags.get("stage")
             tuned = _tuned_values(sweep, params) if stage else None
             config = sweep.trial(row, axes, tuned, stage)
@@ -425,9 +438,15 @@ def read_sweep(client: MlflowClient, parent) -> tuple[SweepConfig, list[TrialRes
 
 
 def _tuned_values(sweep: SweepConfig, params: dict[str, str]) -> dict:
-    """A tuned trial's values, back from MLflow's strings: a listed value, or a number from a range."""
+    """A tuned trial's values, back from MLflow's strings."""
+    return _drawn_values(sweep.tune.params, params)
+
+
+def _drawn_values(specs: dict, params: dict[str, str]) -> dict:
+    """Values a tune stage or a search chose, back from MLflow's strings: a listed value, or a number from
+    a range."""
     out = {}
-    for key, spec in sweep.tune.params.items():
+    for key, spec in specs.items():
         text = params[key]
         out[key] = next(v for v in spec if str(v) == text) if isinstance(spec, list) else float(text)
     return out

@@ -138,8 +138,22 @@ BAD = [
     ({"name": None}, "name: input should be a valid string (got None)"),
     ({"name": b"\xff"}, "name: input should be a valid string, unable to parse raw data as a unicode string"),
     ({"x\ny": 1}, "x\\ny: unknown key"),
-    ({"init": {"bias": "ones"}}, "init.bias: input should be 'zeros', 'constant' or 'default'"),
+    ({"init": {"bias": "ones"}}, "init.bias: input should be 'zeros', 'constant', 'normal' or 'default'"),
     ({"init": {"bias_value": 0.1}}, "init.bias_value: only used with bias: constant"),
+    ({"init": {"bias_std": 0.1}}, "init.bias_std: only used with bias: normal"),
+    ({"init": {"bias": "normal", "bias_std": -0.1}}, "init.bias_std: input should be greater than or equal to 0"),
+    (
+        {"schemes": [{"scheme": "critical"}], "model": {"activation": "gelu"}},
+        "schemes.0.weight_variance: 'auto' has no edge of chaos here: gelu has no critical",
+    ),
+    (
+        {"schemes": [{"scheme": "critical"}], "init": {"bias": "default"}},
+        "schemes.0.weight_variance: 'auto' needs init.bias zeros, constant or normal",
+    ),
+    (
+        {"schemes": [{"scheme": "critical"}], "grid": {"model.activation": ["tanh", "gelu"]}},
+        "schemes.0.weight_variance: 'auto' has no edge of chaos here",
+    ),
     ({"name": ""}, "name: string should have at least 1 character"),
     ({"search": {"n_trials": 2, "schemes": {"uniform_fan_in": {}}}}, "schemes: give either `schemes` (a grid) or"),
     ({"objective": {"metric": "test_accuracy"}}, "objective.metric: input should be 'val_accuracy'"),
@@ -165,6 +179,10 @@ BAD_SEARCH = [
     ({"schemes": {"uniform": {"low": [float("nan"), 1]}}}, "search.schemes.uniform.low.0: nan is not a finite number"),
     ({"schemes": {"uniform": {"low": [0, 2**64]}}}, "search.schemes.uniform.low.1: 18446744073709551616 is out of"),
     ({"sampler": "cmaes"}, "search.sampler: input should be 'tpe', 'random' or 'qmc'"),
+    ({"params": {"model.width": [64]}}, "search.params.model.width: not a tunable setting"),
+    ({"params": {"init.bias_std": {"low": 0, "high": 0.5}}}, "search.params.init.bias_std: only used with bias"),
+    ({"params": {"init.bias_std": {"low": 0.5, "high": 0.1}}}, "search.params.init.bias_std.low: 0.5 must be below"),
+    ({"params": {"train.lr": []}}, "search.params.train.lr: needs at least one value"),
 ]
 
 

@@ -81,6 +81,7 @@ def test_report_files_and_images(tmp_path):
             "plots/val_accuracy.png",
             "plots/loss_curves.png",
             "plots/signal_propagation.png",
+            "plots/phase_diagram.png",  # MLP trials: mean-field theory beside them
         ]
     )
     for png in (tmp_path / "r" / "plots").glob("*.png"):
@@ -91,7 +92,8 @@ def test_report_files_and_images(tmp_path):
     assert "| 1 | rule | 3 | 85.57 [" in md and "## Published numbers" in md and "1 inside, 1 outside" in md
     assert "84.900 inside" in md and "80.000 OUTSIDE" in md
     html = (tmp_path / "r" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3 and "<table>" in html
+    assert html.count("data:image/png;base64,") == 4 and "<table>" in html
+    assert "## Theory beside measurement" in md
     csv_rows = (tmp_path / "r" / "results.csv").read_text().splitlines()
     assert csv_rows[0].startswith("rank,scheme,n,val acc % (95% CI)") and len(csv_rows) == 4
     assert "rule" in report.text.splitlines()[2]

@@ -24,6 +24,7 @@ from initsweep.catalog.schemes import (
     resolve_auto,
     validate_params,
 )
+from initsweep.config import InitConfig, resolve_scheme
 from initsweep.engine.schemes import RULES, apply_scheme
 
 
@@ -63,6 +64,7 @@ EXPECTED = {
     "sparse": ({"sparsity": 0.3, "std": 0.01}, None),  # checked per column below
     "lsuv": ({}, None),  # a property of the whole model: tests below
     "pytorch_default": ({}, lambda fi, fo: _uniform(-1 / math.sqrt(fi), 1 / math.sqrt(fi))),
+    "critical": ({"weight_variance": 1.76}, lambda fi, fo: _normal(0.0, math.sqrt(1.76 / fi))),
 }
 
 LAYERS = {
@@ -130,17 +132,67 @@ def test_same_seed_same_weights_other_seed_other_weights(scheme, layer_kind):
         assert not torch.equal(a, c)
 
 
-@pytest.mark.parametrize("bias,expected", [("zeros", 0.0), ("constant", 0.25)])
-def test_bias_modes(bias, expected):
+@pytest.mark.parametrize("init,expected", [({}, 0.0), ({"bias": "constant", "bias_value": 0.25}, 0.25)])
+def test_bias_modes(init, expected):
     model = nn.Sequential(nn.Linear(20, 10), nn.ReLU(), nn.Linear(10, 3))
-    apply_scheme(model, "uniform_fan_in", seed=0, bias=bias, bias_value=0.25)
+    apply_scheme(model, "uniform_fan_in", seed=0, init=InitConfig(**init))
     for layer in (model[0], model[2]):
         assert torch.all(layer.bias == expected)
 
 
+def test_bias_normal_draws_sigma_b_per_unit_and_leaves_the_weights_alone():
+    """Moments within the module's tolerance (mean: 5 standard errors; std: 5 / sqrt(2N) relative),
+    over N = 4096 biases in each of three layers; the weights are the ones zero biases get."""
+    make = lambda: nn.Sequential(nn.Linear(64, 4096), nn.Tanh(), nn.Linear(4096, 4096), nn.Linear(4096, 4096))  # noqa: E731
+    model = apply_scheme(make(), "normal_fan_in", seed=3, init=InitConfig(bias="normal", bias_std=0.3))
+    zeros = apply_scheme(make(), "normal_fan_in", seed=3)
+    n = 4096
+    for i in (0, 2, 3):
+        b = model[i].bias.detach().double()
+        assert abs(b.mean().item()) <= 5 * 0.3 / math.sqrt(n)
+        assert b.std().item() == pytest.approx(0.3, rel=5 / math.sqrt(2 * n))
+        assert torch.equal(model[i].weight, zeros[i].weight)
+    assert not torch.equal(model[2].bias, model[3].bias)  # each layer its own draw
+    again = apply_scheme(make(), "normal_fan_in", seed=3, init=InitConfig(bias="normal", bias_std=0.3))
+    assert torch.equal(again[3].bias, model[3].bias)  # the init seed fixes them
+
+
+def test_bias_variance_is_the_biases_mean_square():
+    assert InitConfig(bias="normal", bias_std=0.5).bias_variance == 0.25
+    assert InitConfig(bias="constant", bias_value=-0.3).bias_variance == pytest.approx(0.09)
+    assert InitConfig().bias_variance == 0.0
+    assert InitConfig(bias="default").bias_variance is None
+
+
+@pytest.mark.parametrize(
+    "activation,bias_std,weight_variance",
+    [("relu", 0.0, 2.0), ("tanh", 0.0, 1.0), ("tanh", math.sqrt(0.05), 1.76)],
+)
+def test_critical_auto_is_the_edge_of_chaos(activation, bias_std, weight_variance):
+    """Published critical points (Schoenholz et al. 2017) within 0.01; the draw's std within 5 / sqrt(2N)."""
+    init = InitConfig(bias="normal", bias_std=bias_std) if bias_std else InitConfig()
+    resolved = resolve_scheme("critical", {}, activation, init)["weight_variance"]
+    assert resolved == pytest.approx(weight_variance, abs=0.01)
+    w = apply_scheme(nn.Sequential(nn.Linear(784, 256)), "critical", seed=0, activation=activation, init=init)[0].weight
+    assert w.std().item() == pytest.approx(math.sqrt(resolved / 784), rel=5 / math.sqrt(2 * w.numel()))
+
+
+@pytest.mark.parametrize(
+    "activation,init,match",
+    [
+        (None, InitConfig(), "weight_variance: 'auto' needs a model activation mean-field theory knows"),
+        ("relu", InitConfig(bias="default"), "weight_variance: 'auto' needs init.bias zeros, constant or normal"),
+        ("gelu", InitConfig(), "weight_variance: 'auto' has no edge of chaos here: gelu has no critical"),
+    ],
+)
+def test_critical_auto_that_theory_cannot_resolve_names_the_parameter(activation, init, match):
+    with pytest.raises(SchemeError, match=match):
+        resolve_scheme("critical", {}, activation, init)
+
+
 def test_bias_default_is_the_layers_own_init():
     model = nn.Sequential(nn.Linear(20, 10))
-    apply_scheme(model, "normal", seed=0, bias="default")
+    apply_scheme(model, "normal", seed=0, init=InitConfig(bias="default"))
     bound = 1 / math.sqrt(20)
     assert model[0].bias.abs().max() <= bound and model[0].bias.abs().max() > 0
 

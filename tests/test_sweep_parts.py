@@ -80,3 +80,17 @@ def test_help_and_config_errors_load_neither_torch_nor_ray():
     assert not {"torch", "ray", "mlflow", "optuna"} & modules
     proc, modules = _imported(str(ROOT / "sweeps" / "smoke.yaml"), "--dry-run")
     assert proc.returncode == 0 and not {"torch", "ray"} & modules
+
+
+def test_loading_a_config_imports_numpy_only_to_resolve_critical_auto():
+    """The import-linter contract lets config reach mean-field theory (NumPy) lazily; this checks that it
+    stays lazy: the founding sweep loads without NumPy, a `critical` row at "auto" loads it."""
+    code = (
+        "import sys; from initsweep.config import load_config; "
+        "s = load_config(sys.argv[1], sys.argv[2:]); s.trials(); print('numpy' in sys.modules)"
+    )
+    seed_table, smoke = str(ROOT / "sweeps" / "seed_table.yaml"), str(ROOT / "sweeps" / "smoke.yaml")
+    run = lambda *a: subprocess.run([sys.executable, "-c", code, *a], capture_output=True, text=True, timeout=60)  # noqa: E731
+    assert run(seed_table).stdout.strip() == "False"
+    critical = run(smoke, "schemes=[critical]", "model.activation=tanh")
+    assert critical.stdout.strip() == "True", critical.stderr

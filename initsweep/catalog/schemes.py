@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 NONLINEARITIES = ("linear", "relu", "leaky_relu", "tanh", "sigmoid", "selu")
-BIAS_MODES = ("zeros", "constant", "default")
+BIAS_MODES = ("zeros", "constant", "normal", "default")
 AUTO = "auto"
 """A gain or nonlinearity that follows the model's activation (`torch.nn.init.calculate_gain`)."""
 
@@ -61,6 +61,8 @@ class Param:
     integer: bool = False
     auto: bool = False
     """Also takes "auto": the value that matches the model's activation, resolved per trial."""
+    auto_from_theory: bool = False
+    """Its "auto" is mean-field theory's (the edge of chaos), which `initsweep.config` resolves, not a gain."""
 
     def check(self, name: str, value: object) -> float | str:
         if self.auto and value == AUTO:
@@ -161,6 +163,22 @@ SCHEMES: dict[str, Scheme] = {
             whole_model=True,
         ),
         Scheme("pytorch_default", "the layers' own reset_parameters(), bias included", whole_model=True),
+        Scheme(
+            "critical",
+            "N(0, s^2), s^2 = weight_variance / fan_in; 'auto': the edge of chaos (chi1 = 1) for the model's "
+            "activation and bias variance (mean-field theory, Schoenholz et al. 2017)",
+            {
+                "weight_variance": Param(
+                    AUTO,
+                    domain=(0.0, math.inf),
+                    open_low=True,
+                    search=(0.5, 8.0),
+                    log=True,
+                    auto=True,
+                    auto_from_theory=True,
+                )
+            },
+        ),
     ]
 }
 
@@ -224,12 +242,13 @@ def matching_gain(activation: str) -> float:
 
 def resolve_auto(name: str, params: Mapping[str, object], activation: str | None) -> dict[str, float | int | str]:
     """The scheme's parameters with every "auto" replaced by the value matching `activation`:
-    a gain by `matching_gain`, a nonlinearity (He init) by `matching_nonlinearity`."""
+    a gain by `matching_gain`, a nonlinearity (He init) by `matching_nonlinearity` (theory's "auto",
+    `critical`'s weight variance, is `initsweep.config.resolve_scheme`'s)."""
     full = validate_params(name, params)
-    auto = [k for k, v in full.items() if v == AUTO]
+    scheme = get_scheme(name)
+    auto = [k for k, v in full.items() if v == AUTO and not scheme.params[k].auto_from_theory]
     if auto and activation is None:
         raise SchemeError("'auto' needs the model's activation to resolve", auto[0])
-    scheme = get_scheme(name)
     for key in auto:
         full[key] = matching_nonlinearity(activation) if scheme.params[key].choices else matching_gain(activation)
     return full

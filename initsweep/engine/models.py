@@ -154,8 +154,6 @@ def check_buildable(trial: TrialConfig, data: Data) -> list[str]:
                 trial.row.scheme,
                 trial.row.params,
                 seed=0,
-                bias=trial.init.bias,
-                bias_value=trial.init.bias_value,
                 batch=x,
                 activation=getattr(trial.model, "activation", None),
                 init=trial.init,

@@ -19,11 +19,12 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-from initsweep.catalog.schemes import BIAS_MODES, SchemeError, resolve_auto
-from initsweep.config import ConfigError, InitConfig, OverrideRule
+from initsweep.catalog.schemes import SchemeError
+from initsweep.config import ConfigError, InitConfig, OverrideRule, resolve_scheme
 
 __all__ = [
     "INIT_LAYERS",
@@ -96,6 +97,7 @@ RULES: dict[str, WeightRule] = {
     "orthogonal": lambda w, g, gain: nn.init.orthogonal_(w, gain, generator=g),
     "trunc_normal": lambda w, g, std, bound: nn.init.trunc_normal_(w, 0.0, std, -bound * std, bound * std, generator=g),
     "sparse": _sparse,
+    "critical": lambda w, g, weight_variance: _normal_fan_in(w, g, math.sqrt(weight_variance)),
 }
 """Scheme name -> its weight rule; the whole-model schemes (lsuv, pytorch_default) have none."""
 
@@ -214,8 +216,6 @@ def apply_scheme(
     params: Mapping[str, object] | None = None,
     *,
     seed: int,
-    bias: str = "zeros",
-    bias_value: float = 0.0,
     batch: torch.Tensor | None = None,
     activation: str | None = None,
     init: InitConfig | None = None,
@@ -224,19 +224,19 @@ def apply_scheme(
 
     Every module is first reset with its own `reset_parameters()` under `seed` (that is the whole of
     `pytorch_default`; normalization layers start at weight 1, bias 0); then the scheme overwrites the
-    weight of each layer `init.layers` selects, and `bias` sets their biases: `zeros` (the seed's
-    choice), `constant` (`bias_value`) or `default` (the layer's own). A layer an `init.overrides` rule
-    names takes that rule's scheme instead (with the same `bias`; `pytorch_default` keeps its own init).
-    `lsuv` needs `batch`, a batch of inputs to measure each layer's output variance on. A gain or
-    nonlinearity given as "auto" (the row's or a rule's) matches `activation`, the model's nonlinearity.
+    weight of each layer `init.layers` selects, and `init.bias` sets their biases: `zeros` (the seed's
+    choice), `constant` (`init.bias_value`), `normal` (N(0, init.bias_std^2), from a stream of the seed
+    apart from the weights') or `default` (the layer's own). A layer an `init.overrides` rule names takes that rule's
+    scheme instead (with the same bias; `pytorch_default` keeps its own init). `lsuv` needs `batch`, a
+    batch of inputs to measure each layer's output variance on. "auto" (the row's or a rule's) resolves
+    for `activation`, the model's nonlinearity (`initsweep.config.resolve_scheme`).
     """
-    full = resolve_auto(name, params or {}, activation)
-    if bias not in BIAS_MODES:
-        raise SchemeError(f"{bias!r} is not one of {', '.join(BIAS_MODES)}", "bias")
+    init = init or InitConfig()
+    full = resolve_scheme(name, params or {}, activation, init)
     plan = plan_init(model, init)
     rules = {
-        i: (RULES.get(rule.scheme), resolve_auto(rule.scheme, rule.params, activation))
-        for i, rule in enumerate((init or InitConfig()).overrides)
+        i: (RULES.get(rule.scheme), resolve_scheme(rule.scheme, rule.params, activation, init))
+        for i, rule in enumerate(init.overrides)
     }
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -247,7 +247,11 @@ def apply_scheme(
     if name == "pytorch_default":
         chosen = {}
     weights = [m.weight for _, m in plan.touched]
-    generator = torch.Generator(device=weights[0].device if weights else "cpu").manual_seed(seed)
+    device = weights[0].device if weights else "cpu"
+    generator = torch.Generator(device=device).manual_seed(seed)
+    # Biases draw from a stream of their own, so a bias mode never changes the weights a seed gets.
+    bias_seed = int(np.random.SeedSequence(seed, spawn_key=(1,)).generate_state(1)[0])
+    bias_generator = torch.Generator(device=device).manual_seed(bias_seed)
     rule = RULES.get(name)
     for qualified, module in plan.touched:  # definition order: the same draws whatever the rules
         if qualified in plan.overrides:
@@ -263,8 +267,12 @@ def apply_scheme(
         if isinstance(module, nn.Embedding) and module.padding_idx is not None:
             module.weight[module.padding_idx].zero_()  # the padding row stays zero, as torch's init keeps it
         layer_bias = getattr(module, "bias", None)
-        if isinstance(layer_bias, torch.Tensor) and bias != "default":
-            layer_bias.fill_(bias_value if bias == "constant" else 0.0)
+        if not isinstance(layer_bias, torch.Tensor) or init.bias == "default":
+            continue
+        if init.bias == "normal":
+            layer_bias.normal_(0.0, init.bias_std, generator=bias_generator)
+        else:
+            layer_bias.fill_(init.bias_value if init.bias == "constant" else 0.0)
     if name == "lsuv":
         if batch is None:
             raise SchemeError("lsuv needs a batch of inputs to measure output variance on")

@@ -96,8 +96,6 @@ def _initialized_model(trial: TrialConfig, data: Data, seed: int) -> tuple[nn.Mo
         trial.row.scheme,
         trial.row.params,
         seed=seed_streams(seed)[0],
-        bias=trial.init.bias,
-        bias_value=trial.init.bias_value,
         batch=probe[0],
         activation=getattr(trial.model, "activation", None),
         init=trial.init,

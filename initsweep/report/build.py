@@ -16,8 +16,9 @@ from pathlib import Path
 
 import markdown
 
+from initsweep.catalog.schemes import Range
 from initsweep.config import SweepConfig
-from initsweep.report import grid, plots, tuning
+from initsweep.report import grid, meanfield, plots, tuning
 from initsweep.report.stats import ADJUSTMENT
 from initsweep.report.summary import (
     RowSummary,
@@ -71,13 +72,14 @@ def build_report(
     if panels:
         grid_pngs = {
             f"Mean {obj.metric} across the grid": plots.grid_heatmap(
-                panels, obj.metric, folder / "plots" / "grid_heatmap.png"
+                panels, obj.metric, folder / "plots" / "grid_heatmap.png", meanfield.depth_marks(panels, sweep)
             ),
             "Signal propagation at init, deepest network of each scheme": plots.signal_by_layer(
                 panels, folder / "plots" / "signal_by_depth.png"
             ),
         }
     grid_md = grid.grid_section(panels, sweep, grid_pngs)
+    theory_md, theory_pngs = meanfield.theory_section(results, panels, sweep, folder)
     pngs = {
         "Validation accuracy per scheme": plots.accuracy_by_scheme(
             ranked, summaries, "val_accuracy", folder / "plots" / "val_accuracy.png"
@@ -90,8 +92,11 @@ def build_report(
     notes: list[str] = []
     if sweep.search is not None:
         space = sweep.search.space()
+        settings = {
+            k: Range(v.low, v.high, log=v.log) for k, v in sweep.search.params.items() if not isinstance(v, list)
+        }
         pngs["Objective against each searched parameter"] = plots.objective_vs_params(
-            results, space, obj.metric, folder / "plots" / "objective_vs_params.png"
+            results, space, obj.metric, folder / "plots" / "objective_vs_params.png", settings
         )
         pngs["Optimization history"] = plots.optimization_history(
             results, obj.mode, obj.metric, folder / "plots" / "optimization_history.png"
@@ -105,11 +110,12 @@ def build_report(
     with open(folder / "results.csv", "w", newline="") as f:
         csv.writer(f).writerows([header, *cells])
 
-    sections = "\n".join(filter(None, [grid_md, tuning_md]))  # the study's answer, then what was chosen
+    sections = "\n".join(filter(None, [grid_md, theory_md, tuning_md]))  # the answer, theory, what was chosen
     md = _markdown(sweep, summaries, header, cells, pngs, notes, title_note, failed, sections)
     (folder / "report.md").write_text(md)
     (folder / "report.html").write_text(_html(md, sweep.name, folder))
     files = [folder / "report.md", folder / "report.html", folder / "results.csv", *grid_pngs.values()]
+    files += theory_pngs.values()
     files += tuning_pngs.values()
     files += pngs.values()
     text = text_table(header, cells)

@@ -18,7 +18,7 @@ from initsweep.report.stats import Interval, mean_ci
 from initsweep.report.tables import ci_cell, md_table
 from initsweep.results import TrialResult
 
-__all__ = ["GridPanel", "grid_panels", "grid_section", "summary_lines"]
+__all__ = ["GridPanel", "chance_accuracy", "grid_panels", "grid_section", "summary_lines", "trains"]
 
 CHANCE_MARGIN = 5.0
 """Points above chance accuracy that separate "trains" (interval above) from "at chance" (below)."""
@@ -83,6 +83,11 @@ def _state(ci: Interval, chance: float) -> str:
     if hi < chance + CHANCE_MARGIN:
         return "chance"
     return "unclear"
+
+
+def trains(ci: Interval, chance: float) -> bool:
+    """Whether a cell trains: its interval (one seed: its mean) lies above chance + the margin."""
+    return _state(ci, chance) == "trains"
 
 
 def summary_lines(panel: GridPanel, sweep: SweepConfig) -> list[str]:

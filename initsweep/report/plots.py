@@ -31,6 +31,7 @@ __all__ = [
     "objective_vs_params",
     "optimization_history",
     "param_importances",
+    "phase_diagram",
     "signal_by_layer",
     "signal_propagation",
     "tuning_sensitivity",
@@ -119,21 +120,32 @@ def signal_propagation(rows: list[TrialResult], path: Path) -> Path:
 
 
 def objective_vs_params(
-    rows: list[TrialResult], space: dict[str, dict[str, Range | float | int | str]], metric: str, path: Path
+    rows: list[TrialResult],
+    space: dict[str, dict[str, Range | float | int | str]],
+    metric: str,
+    path: Path,
+    settings: dict[str, Range] | None = None,
 ) -> Path:
-    """One panel per searched parameter name: the objective against its value, coloured by scheme."""
+    """One panel per searched parameter name (and per searched setting, `init.bias_std`): the objective
+    against its value, coloured by scheme."""
     panels: dict[str, list[tuple[str, Range]]] = {}
     for scheme, params in space.items():
         for name, r in params.items():
             if isinstance(r, Range) and not r.choices:
                 panels.setdefault(name, []).append((scheme, r))
+    for key, r in (settings or {}).items():
+        panels[key] = [(scheme, r) for scheme in space]
     names = sorted(panels) or ["(none)"]
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), squeeze=False)
     schemes = sorted(space)
     colors = dict(zip(schemes, _colors(len(schemes)), strict=True))
     for ax, name in zip(axes[0], names, strict=True):
         for scheme, r in panels.get(name, []):
-            pts = [(r.params[name], r.mean(metric)) for r in rows if r.scheme == scheme and name in r.params]
+            pts = [
+                ((r.params | r.axes)[name], r.mean(metric))
+                for r in rows
+                if r.scheme == scheme and name in (r.params | r.axes)
+            ]
             if pts:
                 ax.scatter(*zip(*pts, strict=True), color=colors[scheme], label=scheme, s=18)
             if r.log:
@@ -170,9 +182,22 @@ def param_importances(importances: dict[str, float], path: Path) -> Path:
     return _save(fig, path)
 
 
-def grid_heatmap(panels: list[GridPanel], metric: str, path: Path) -> Path:
+def _depth_position(depth: float, columns: list) -> float:
+    """Where a depth falls on the heatmap's column positions 0..n-1, interpolated on a log scale; past
+    either end, half a cell outside it (an infinite depth at the right edge)."""
+    logs = np.log([float(c) for c in columns])
+    if not math.isfinite(depth) or depth >= columns[-1]:
+        return len(columns) - 0.5
+    if depth <= columns[0]:
+        return -0.5
+    return float(np.interp(math.log(depth), logs, np.arange(len(columns))))
+
+
+def grid_heatmap(panels: list[GridPanel], metric: str, path: Path, marks: list[dict[str, float]] | None = None) -> Path:
     """Mean over seeds of `metric`, scheme x the first grid axis, one panel per combination of the others;
-    each cell printed with its value (a failed trial stays blank)."""
+    each cell printed with its value (a failed trial stays blank). `marks`, per panel, row -> a depth
+    (mean-field theory's 6 xi_c), drawn as a red line through the rows where the columns are depths;
+    a triangle at the right edge means deeper than the grid (infinite at the edge of chaos)."""
     rows = panels[0].rows
     fig, axes = plt.subplots(
         1,
@@ -196,6 +221,16 @@ def grid_heatmap(panels: list[GridPanel], metric: str, path: Path) -> Path:
         ax.set_xticks(range(len(panel.columns)), [str(c) for c in panel.columns])
         ax.set_xlabel(panel.axis)
         ax.set_title(panel.title or metric, fontsize=10)
+    for ax, panel_marks, panel in zip(axes[0], marks or [], panels, strict=False):
+        points = [(_depth_position(d, panel.columns), i) for i, r in enumerate(rows) if (d := panel_marks.get(r))]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, color="red", lw=1.6, marker="|", ms=14, mew=2, label="6 ξc (mean-field theory)")
+            edge = [(x, y) for x, y in points if x >= len(panel.columns) - 0.5]
+            if edge:
+                ax.scatter(*zip(*edge, strict=True), marker=">", color="red", s=40, zorder=3, clip_on=False)
+            ax.set_xlim(-0.5, len(panel.columns) - 0.5)
+            ax.legend(fontsize=7, loc="lower left")
     axes[0][0].set_yticks(range(len(rows)), rows, fontsize=8)
     fig.colorbar(image, ax=axes[0].tolist(), label=f"mean {metric}", shrink=0.9)
     return _save(fig, path, layout=False)
@@ -255,3 +290,37 @@ def tuning_sensitivity(chosen: list[Choice], metric: str, path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=6, loc="best", ncol=1 if len(chosen) <= 12 else 2)
     return _save(fig, path)
+
+
+def phase_diagram(
+    panels: dict[str, list[tuple[float, float, float]]],
+    critical: dict[str, list[tuple[float, float]]],
+    metric: str,
+    path: Path,
+) -> Path:
+    """Mean-field theory's phase diagram, sigma_w^2 against sigma_b^2: the critical line (chi1 = 1) between
+    the ordered phase (left) and the chaotic one (right), and each trial as a dot coloured by its measured
+    `metric`. `panels`: title -> (sigma_w^2, sigma_b^2, objective) per trial; `critical`: title -> the line."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.2, 4.2), squeeze=False, sharey=True)
+    values = [v for points in panels.values() for _, _, v in points if math.isfinite(v)]
+    vmin, vmax = (min(values), max(values)) if values else (0.0, 1.0)
+    image = None
+    for ax, (title, points) in zip(axes[0], panels.items(), strict=True):
+        line = critical.get(title, [])
+        if line:
+            ax.plot(*zip(*line, strict=True), color="black", lw=1.5, label="critical line (χ1 = 1)")
+        if points:
+            x, y, v = zip(*points, strict=True)
+            image = ax.scatter(x, y, c=v, cmap="viridis", vmin=vmin, vmax=vmax, s=55, edgecolors="black", lw=0.4)
+        xs = [p[0] for p in points] + [p[0] for p in line]
+        if xs:
+            ax.text(0.03, 0.95, "ordered", transform=ax.transAxes, fontsize=8, va="top")
+            ax.text(0.97, 0.95, "chaotic", transform=ax.transAxes, fontsize=8, va="top", ha="right")
+        ax.set_xlabel("σ_w² (fan_in × Var W)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("σ_b² (Var b)")
+    axes[0][0].legend(fontsize=7, loc="center left")
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), label=f"mean {metric}", shrink=0.9)
+    return _save(fig, path, layout=False)

@@ -187,6 +187,13 @@ def importances(results: list[TrialResult], sweep: SweepConfig) -> dict[str, flo
                 dists[key] = IntDistribution(int(rng.low), int(rng.high), log=rng.log)
             else:
                 dists[key] = FloatDistribution(rng.low, rng.high, log=rng.log)
+        for key, spec in sweep.search.params.items():  # the settings drawn beside the scheme
+            params[key] = r.axes[key]
+            dists[key] = (
+                CategoricalDistribution(spec)
+                if isinstance(spec, list)
+                else FloatDistribution(spec.low, spec.high, log=spec.log)
+            )
         value = r.mean(sweep.objective.metric)
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=value))
     if len(study.trials) < 2:

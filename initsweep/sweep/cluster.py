@@ -6,6 +6,7 @@ then imports Ray: call it before anything else in the process imports Ray.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -16,7 +17,7 @@ from typing import Any
 from initsweep.config import ConfigError, ResourcesConfig
 from initsweep.sweep.resources import describe, trial_request
 
-__all__ = ["autoscaler_node_types", "check_cluster", "check_resources", "connect"]
+__all__ = ["autoscaler_node_types", "check_cluster", "check_resources", "connect", "working_folder_modules"]
 
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
 """Where `ray up` leaves the cluster config on the head, and what cluster.yaml's head passes to
@@ -47,6 +48,9 @@ def connect(address: str | None, verbose: bool = False, listen: str | None = Non
         _check_reachable(address)
     try:
         if address:
+            shipped = working_folder_modules()
+            if shipped:  # your model or dataset code, for nodes that do not share this folder
+                kwargs["runtime_env"] = {"py_modules": shipped}
             context = ray.init(address=address, **kwargs)
         else:
             if listen not in (None, "0.0.0.0"):
@@ -58,6 +62,44 @@ def connect(address: str | None, verbose: bool = False, listen: str | None = Non
     except (ConnectionError, RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"--address {address}: cannot connect to a Ray cluster ({first})") from None
+
+
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+"""Where `ray job submit` hands its driver the job's runtime_env (as JSON, under "runtime_env")."""
+
+
+def working_folder_modules() -> list[str]:
+    """The modules this driver imported from its working folder, as paths for Ray's `py_modules`.
+
+    `resolve_target` imports a `target` from the working folder (the sweep's checks, before `connect`,
+    build the model and load the data), and Ray puts the driver's folder on every worker's path, which
+    only serves nodes that share the folder. On a cluster these modules travel with the job instead:
+    each single-file module or package that lies directly in the working folder, initsweep excepted
+    (the nodes have their own). Empty when `ray job submit` already shipped the code (a `working_dir` or
+    `py_modules` of its own, which a second one would conflict with).
+    """
+    try:
+        job_env = json.loads(os.environ.get(JOB_CONFIG_ENV) or "{}").get("runtime_env") or {}
+    except (ValueError, AttributeError):
+        job_env = {}
+    if job_env.get("working_dir") or job_env.get("py_modules"):
+        return []
+    folder = Path.cwd().resolve()
+    own = Path(__file__).resolve().parents[1]  # the initsweep package
+    found: set[str] = set()
+    for name, module in list(sys.modules.items()):
+        if "." in name or name == "__main__" or module is None:
+            continue
+        package = list(getattr(module, "__path__", None) or [])
+        paths = package if package else [getattr(module, "__file__", None)]
+        for path in paths:
+            if not path:
+                continue
+            resolved = Path(path).resolve()
+            if resolved.parent != folder or resolved == own or not (package or resolved.suffix == ".py"):
+                continue
+            found.add(str(resolved))
+    return sorted(found)
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

@@ -131,6 +131,9 @@ def describe(sweep: SweepConfig, data: Any = None, layers: list[str] | None = No
         for scheme, params in s.space().items():
             shown = "; ".join(f"{k} {_range(v)}" for k, v in params.items()) or "no parameters"
             lines.append(f"  {scheme}: {shown}")
+        for key, spec in s.params.items():  # settings drawn beside the scheme, whichever it is
+            drawn = f"one of {spec}" if isinstance(spec, list) else _range(Range(spec.low, spec.high, log=spec.log))
+            lines.append(f"  and {key} {drawn}")
     if layers is not None:
         first = "the first trial's" if sweep.n_trials > 1 else "the"
         lines += ["", f"{first} init touches {len(layers)} layers (init.layers: {sweep.init.layers.summary()}):"]

@@ -2,7 +2,8 @@
 draws the same trials for the same seed whatever the timing, and resumes after a killed driver.
 
 The space is built from the scheme registry: a categorical scheme and, conditional on it, that scheme's
-parameters (named `scheme.param`, so each scheme's parameters are their own dimensions).
+parameters (named `scheme.param`, so each scheme's parameters are their own dimensions), plus the search's
+`params`, settings such as `init.bias_std` under their dotted keys.
 """
 
 from __future__ import annotations
@@ -31,8 +32,14 @@ class OptunaSpace:
 
     def __init__(self, search: SearchConfig):
         self.space = search.space()
+        self.settings = search.params
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        for key, spec in self.settings.items():  # settings first: the same dimensions whatever the scheme
+            if isinstance(spec, list):
+                trial.suggest_categorical(key, spec)
+            else:
+                trial.suggest_float(key, spec.low, spec.high, log=spec.log)
         scheme = trial.suggest_categorical("scheme", list(self.space))
         fixed = {}
         for param, r in self.space[scheme].items():

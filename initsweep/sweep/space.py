@@ -2,7 +2,8 @@
 trial's config (a grid cell or an Optuna draw).
 
 A grid sweep runs its `schemes` rows under each combination of its `grid` axes; a search sweep lets
-Optuna draw `n_trials` rows (`initsweep.sweep.search`), as flat `scheme` and `scheme.param` keys.
+Optuna draw `n_trials` rows (`initsweep.sweep.search`), as flat `scheme` and `scheme.param` keys, and the
+search's `params` (settings such as `init.bias_std`) under their dotted keys.
 Seeds are never searched: every trial trains on all of the sweep's seeds. Light on purpose: the
 trainable imports this on every worker.
 """
@@ -25,6 +26,8 @@ def grid_cells(sweep: SweepConfig) -> list[dict[str, Any]]:
 def trial_from_params(sweep: SweepConfig, params: dict[str, Any]) -> TrialConfig:
     """The trial config of a Tune trial's config: a grid cell (in a tuned sweep, with its stage and tuned
     values), or an Optuna draw."""
+    if "cell" not in params and sweep.search is not None:  # an Optuna draw: its settings beside the scheme's
+        return sweep.trial(row_from_params(params), {k: params[k] for k in sweep.search.params})
     cell = params.get("cell", {})
     return sweep.trial(row_from_params(params), cell.get("axes"), params.get("tuned"), params.get("stage"))
 
