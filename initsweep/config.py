@@ -695,7 +695,8 @@ class TrialConfig(_Shared):
         """The row's name, the grid values and the tuned ones: `kaiming_normal(...) depth=16 lr=0.001`, with
         ` [tune]` for a tuning candidate."""
         settings = self.axes | self.tuned
-        words = [self.row.name, *(f"{axis_label(k, settings)}={v}" for k, v in settings.items())]
+        shown = {k: f"{v:g}" if isinstance(v, float) else v for k, v in settings.items()}  # 6 digits, as params
+        words = [self.row.name, *(f"{axis_label(k, settings)}={v}" for k, v in shown.items())]
         return " ".join(words + (["[tune]"] if self.stage == "tune" else []))
 
 

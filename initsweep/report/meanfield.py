@@ -20,9 +20,17 @@ from initsweep.report.grid import GridPanel, chance_accuracy, trains
 from initsweep.report.stats import Interval, mean_ci
 from initsweep.report.tables import ci_cell, md_table
 from initsweep.results import TrialResult
-from initsweep.theory import critical_weight_variance
+from initsweep.theory import critical_weight_variance, mean_field
 
-__all__ = ["RowTheory", "depth_marks", "phase_panels", "row_theories", "theory_section"]
+__all__ = [
+    "PhasePanel",
+    "RowTheory",
+    "depth_marks",
+    "depth_scale_field",
+    "phase_panels",
+    "row_theories",
+    "theory_section",
+]
 
 
 @dataclass
@@ -100,20 +108,53 @@ def theory_lines(theories: list[RowTheory], sweep: SweepConfig, axis: str) -> li
     return lines
 
 
-def phase_panels(results: list[TrialResult], sweep: SweepConfig) -> dict[str, list[tuple[float, float, float]]]:
-    """Title (activation, and depth where it varies) -> (sigma_w^2, sigma_b^2, mean objective) per trial."""
+@dataclass
+class PhasePanel:
+    """One panel of the phase diagram: trials of one activation and depth."""
+
+    activation: str
+    depth: int
+    points: list[tuple[float, float, float]]
+    """(sigma_w^2, sigma_b^2, mean objective) per trial."""
+
+
+def phase_panels(results: list[TrialResult], sweep: SweepConfig) -> dict[str, PhasePanel]:
+    """Title (`tanh, depth 40`) -> its trials in the (sigma_w^2, sigma_b^2) plane."""
     metric = sweep.objective.metric
     keyed = []
     for r in results:
         p = predict(r.config) if r.seeds else None
         if p is not None:
             keyed.append((r.config.model.activation, len(r.config.model.hidden), p.mean_field, r.mean(metric)))
-    depths = {d for _, d, _, _ in keyed}
-    panels: dict[str, list[tuple[float, float, float]]] = {}
+    panels: dict[str, PhasePanel] = {}
     for activation, depth, mf, value in sorted(keyed, key=lambda k: (k[0], k[1])):
-        title = f"{activation}, depth {depth}" if len(depths) > 1 else activation
-        panels.setdefault(title, []).append((mf.weight_variance, mf.bias_variance, value))
+        title = f"{activation}, depth {depth}"
+        panel = panels.setdefault(title, PhasePanel(activation, depth, []))
+        panel.points.append((mf.weight_variance, mf.bias_variance, value))
     return panels
+
+
+CONTOUR_GRID = (32, 20)
+"""sigma_w^2 x sigma_b^2 points where 6 xi_c is computed for the contour (about 5 ms each)."""
+
+
+def depth_scale_field(activation: str, sw2_range: tuple[float, float], top: float):
+    """6 xi_c over a grid of the plane, for the contour 6 xi_c = depth (where a network that deep stops
+    training, on either side of the critical line); xs, ys, values[y][x]."""
+    nx, ny = CONTOUR_GRID
+    lo, hi = sw2_range
+    xs = [lo + (hi - lo) * i / (nx - 1) for i in range(nx)]
+    ys = [top * j / (ny - 1) for j in range(ny)]
+    values = []
+    for sb2 in ys:
+        row = []
+        for sw2 in xs:
+            try:
+                row.append(min(mean_field(activation, sw2, sb2).trainable_depth, FAR))
+            except ValueError:  # an absurd scale the length map cannot settle
+                row.append(float("nan"))
+        values.append(row)
+    return xs, ys, values
 
 
 def _critical_line(activation: str, top: float) -> list[tuple[float, float]]:
@@ -135,11 +176,19 @@ def theory_section(
     if not points:
         return "", {}
     metric = sweep.objective.metric
-    top = max(max(sb2 for _, sb2, _ in pts) for pts in points.values()) * 1.25 or 0.1
-    critical = {title: _critical_line(title.split(",")[0], top) for title in points}
+    top = max(max(sb2 for _, sb2, _ in p.points) for p in points.values()) * 1.25 or 0.1
+    sw2s = [sw2 for p in points.values() for sw2, _, _ in p.points]
+    sw2_range = (min(sw2s) * 0.9, max(sw2s) * 1.05)
+    activations = {p.activation for p in points.values()}
+    critical = {a: _critical_line(a, top) for a in activations}
+    fields = {a: depth_scale_field(a, sw2_range, top) for a in activations} if max(sw2s) < 50 else {}
     pngs = {
         "Phase diagram: each trial in the (σ_w², σ_b²) plane": plots.phase_diagram(
-            points, critical, metric, folder / "plots" / "phase_diagram.png"
+            {title: p.points for title, p in points.items()},
+            {title: critical[p.activation] for title, p in points.items()},
+            metric,
+            folder / "plots" / "phase_diagram.png",
+            {title: (fields[p.activation], p.depth) for title, p in points.items() if p.activation in fields},
         )
     }
     dropout = getattr(sweep.model, "dropout", 0.0)
@@ -173,12 +222,14 @@ def theory_section(
             table = md_table(["row", *header, f"deepest {panel.axis} that trains", metric], cells)
             parts.append(f"{title}\n\n{lines}\n\n{table}")
     else:
-        cells = []
+        rows = []
         for r in results:
             p = predict(r.config) if r.seeds else None
             if p is not None:
                 ci = mean_ci([s.final[metric] for s in r.seeds], sweep.report.level)
-                cells.append([r.name, *_numbers(p), ci_cell(ci)])
+                key = (p.mean_field.weight_variance, p.mean_field.bias_variance)
+                rows.append((key, [r.name, *_numbers(p), ci_cell(ci)]))
+        cells = [cells for _, cells in sorted(rows, key=lambda row: row[0])]  # by σ_w², then σ_b²
         parts.append(md_table(["trial", *header, f"measured {metric}"], cells))
     parts += [f"![{title}](plots/{png.name})" for title, png in pngs.items()]
     return "\n\n".join(parts) + "\n", pngs

@@ -297,15 +297,25 @@ def phase_diagram(
     critical: dict[str, list[tuple[float, float]]],
     metric: str,
     path: Path,
+    contours: dict[str, tuple[tuple[list, list, list], int]] | None = None,
 ) -> Path:
     """Mean-field theory's phase diagram, sigma_w^2 against sigma_b^2: the critical line (chi1 = 1) between
     the ordered phase (left) and the chaotic one (right), and each trial as a dot coloured by its measured
-    `metric`. `panels`: title -> (sigma_w^2, sigma_b^2, objective) per trial; `critical`: title -> the line."""
+    `metric`. `panels`: title -> (sigma_w^2, sigma_b^2, objective) per trial; `critical`: title -> the line;
+    `contours`: title -> ((xs, ys, 6 xi_c on that grid), depth): the dashed contour 6 xi_c = depth, inside
+    which theory says a network that deep trains."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.2, 4.2), squeeze=False, sharey=True)
     values = [v for points in panels.values() for _, _, v in points if math.isfinite(v)]
     vmin, vmax = (min(values), max(values)) if values else (0.0, 1.0)
     image = None
     for ax, (title, points) in zip(axes[0], panels.items(), strict=True):
+        field = (contours or {}).get(title)
+        if field is not None:
+            (xs, ys, values), depth = field
+            grid = np.array(values, dtype=float)
+            if np.nanmax(grid) > depth > np.nanmin(grid):
+                ax.contour(xs, ys, grid, levels=[depth], colors="red", linestyles="--", linewidths=1.2)
+                ax.plot([], [], color="red", ls="--", lw=1.2, label=f"6 ξc = {depth} (trains inside)")
         line = critical.get(title, [])
         if line:
             ax.plot(*zip(*line, strict=True), color="black", lw=1.5, label="critical line (χ1 = 1)")
