@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 import torch  # noqa: E402
+import torchvision  # noqa: E402, F401  # imported before any timing, as (A) needs it and the engine's data once did
 from torch import nn  # noqa: E402
 
 from initsweep.config import TrialConfig, load_config  # noqa: E402
@@ -205,21 +206,28 @@ def flops_per_model(epochs: int, train: int = 48_000, val: int = 12_000) -> floa
 class PeakRSS:
     """Peak memory of a process and every process it starts (Ray's included), sampled: the sum of their
     PSS (proportional set size), so pages shared between processes (torch's libraries, Ray's object
-    store) count once rather than once per process."""
+    store) count once rather than once per process. `breakdown` is each process's PSS at that peak."""
 
     def __init__(self, root: int, interval: float = 0.25):
         self.root, self.interval, self.peak = psutil.Process(root), interval, 0
+        self.breakdown: list[tuple[str, int]] = []
+        self.peak_at = 0.0
+        self.cpu_s, self.samples = 0.0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        start = time.perf_counter()
         while not self._stop.is_set():
-            total = 0
+            sample: list[tuple[str, int]] = []
             with contextlib.suppress(psutil.Error):
                 for p in [self.root, *self.root.children(recursive=True)]:
                     with contextlib.suppress(psutil.Error):
-                        total += p.memory_full_info().pss
-            self.peak = max(self.peak, total)
+                        sample.append((_label(p), p.memory_full_info().pss))
+            total = sum(pss for _, pss in sample)
+            if total > self.peak:
+                self.peak, self.breakdown, self.peak_at = total, sample, time.perf_counter() - start
+            self.cpu_s, self.samples = time.thread_time(), self.samples + 1  # the sampler's own cost
             time.sleep(self.interval)
 
     def __enter__(self) -> PeakRSS:
@@ -229,6 +237,28 @@ class PeakRSS:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def _label(p: psutil.Process) -> str:
+    """A process's role: Ray's title (`ray::ImplicitFunc.train`, `ray::IDLE`), else the program (and the
+    script a Python runs)."""
+    words = p.cmdline() or [p.name()]
+    if words[0].startswith("ray::"):
+        return words[0].split()[0]
+    names = [Path(w).name for w in words[:3] if not w.startswith("-")]
+    if names and names[0].startswith("python"):
+        return " ".join(names[:2])
+    return names[0] if names else p.name()
+
+
+def print_breakdown(e: dict) -> None:
+    """Each process's PSS at the sweep's peak, largest first."""
+    print(
+        f"  peak at {e['sweep_peak_at_s']:.0f} s into the sweep ({e['samples']} samples, {e['sampler_cpu_s']:.1f} s "
+        "of CPU); PSS per process (MB):"
+    )
+    for label, mb in sorted(e["sweep_peak_breakdown"], key=lambda r: -r[1]):
+        print(f"    {mb:7.0f}  {label}")
 
 
 def sweep_vs_engine(overrides: list[str]) -> dict[str, float]:
@@ -250,13 +280,25 @@ def sweep_vs_engine(overrides: list[str]) -> dict[str, float]:
         cmd += [arg for o in overrides for arg in ("--set", o)]
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        with PeakRSS(proc.pid) as rss:
+        # Once a second: reading a torch process's PSS costs the kernel ~20 ms, and sampling the sweep's ~20
+        # processes 4 times a second took 23 s of CPU from a 95 s sweep on 2 cores (the engine's run has no
+        # sampler); the peak is a plateau of the training, seconds long.
+        with PeakRSS(proc.pid, interval=1.0) as rss:
             _, err = proc.communicate()
         sweep_s = time.perf_counter() - start
         if proc.returncode != 0:
             raise RuntimeError(f"sweep failed: {err[-2000:]}")
     models = sweep.n_trials * len(sweep.seeds)
-    return {"models": models, "engine_s": engine_s, "sweep_s": sweep_s, "sweep_peak_rss_gb": rss.peak / 2**30}
+    return {
+        "models": models,
+        "engine_s": engine_s,
+        "sweep_s": sweep_s,
+        "sweep_peak_rss_gb": rss.peak / 2**30,
+        "sweep_peak_at_s": rss.peak_at,
+        "sampler_cpu_s": rss.cpu_s,
+        "samples": rss.samples,
+        "sweep_peak_breakdown": [(label, pss / 2**20) for label, pss in rss.breakdown],
+    }
 
 
 def main() -> int:
@@ -276,6 +318,7 @@ def main() -> int:
             f"(E) {e['models']} models: sweep {e['sweep_s']:.1f} s, engine in-process {e['engine_s']:.1f} s, "
             f"ratio {e['sweep_s'] / e['engine_s']:.2f}x; sweep peak PSS (all processes) {e['sweep_peak_rss_gb']:.2f} GB"
         )
+        print_breakdown(e)
         return 0
     epochs = 1 if args.quick else 2
     packs = [4] if args.quick else [8, 16]
@@ -309,7 +352,8 @@ def main() -> int:
         print(f"{name:<40} {r['models_per_min']:>10.1f} {r['x_baseline']:>7.1f} {r['of_flop_bound']:>6.0%}")
     ratio = e["sweep_s"] / e["engine_s"]
     rss = e["sweep_peak_rss_gb"]
-    print(f"\nsweep wall / engine in-process: {ratio:.2f}x; sweep peak RSS (all processes): {rss:.2f} GB")
+    print(f"\nsweep wall / engine in-process: {ratio:.2f}x; sweep peak PSS (all processes): {rss:.2f} GB")
+    print_breakdown(e)
     f = checkpoint_cost(data, epochs)
     print(
         f"checkpoint per epoch (5 seeds, {f['checkpoint_mb']:.1f} MB): {f['checkpoint_s']:.3f} s, "
@@ -317,6 +361,7 @@ def main() -> int:
     )
     print(f"matmul peak: {gflops:.0f} GFLOP/s; FLOPs per model: {flops_per_model(epochs) / 1e9:.0f} GFLOP")
     out = {"epochs": epochs, "rows": rows, "sweep_over_engine": ratio, "sweep_peak_rss_gb": e["sweep_peak_rss_gb"]}
+    out["sweep_peak_breakdown_mb"] = e["sweep_peak_breakdown"]
     out["checkpoint"] = f | {"of_epoch": f["checkpoint_s"] / f["epoch_s"]}
     out["packing"] = packing_rows()
     print_packing(out["packing"])

@@ -198,7 +198,11 @@ def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
         f"({args.address or 'embedded'}{', dashboard ' + dashboard if dashboard else ''})",
         flush=True,
     )
+    from initsweep.sweep.trainable import StoredData
     from initsweep.sweep.tuner import run_sweep  # imports Ray: after connect() set its environment
+
+    stored = StoredData.put(data)  # every worker of a node maps this one copy
+    del data  # and the driver keeps none of its own during the sweep (219 MB for FashionMNIST)
 
     if not args.verbose:  # after the imports: Optuna sets its own level when it loads
         logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -207,7 +211,7 @@ def run_with_ray(sweep: SweepConfig, args: argparse.Namespace) -> int:
     try:
         outcome = run_sweep(
             sweep,
-            data,
+            stored,
             Tracker(tracking_uri),
             storage_path=str(storage),
             report_dir=str(Path(args.report_dir).resolve()),

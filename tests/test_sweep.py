@@ -74,7 +74,7 @@ def test_grid_sweep_records_every_trial_and_seed_and_resumes_idempotently(tmp_pa
     report_dir = next((tmp_path / "reports").glob("smoke-*"))
     assert f"report: {report_dir / 'report.md'}" in out
     expected = ["report.html", "report.md", "results.csv"]
-    expected += [f"plots/{n}.png" for n in ("loss_curves", "signal_propagation", "val_accuracy")]
+    expected += [f"plots/{n}.png" for n in ("loss_curves", "phase_diagram", "signal_propagation", "val_accuracy")]
     assert sorted(p.relative_to(report_dir).as_posix() for p in report_dir.rglob("*.*")) == sorted(expected)
     for png in report_dir.glob("plots/*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

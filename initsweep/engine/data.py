@@ -18,16 +18,20 @@ import functools
 import gzip
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from torchvision import datasets
 
 from initsweep.catalog import IMPORT
 from initsweep.catalog.datasets import DATASETS, REGISTERED_DATASETS, DatasetInfo
 from initsweep.config import ConfigError, DataConfig
 from initsweep.engine.models import problem_of, resolve_target
+
+if TYPE_CHECKING:
+    from torchvision import datasets
 
 __all__ = [
     "Data",
@@ -75,8 +79,16 @@ class Data:
     def to(self, device: torch.device | str) -> Data:
         return Data(self.train.to(device), self.val.to(device), self.test.to(device), self.num_classes)
 
+    def tensors(self) -> list[torch.Tensor]:
+        """x and y of train, validation and test, in that order."""
+        return [t for s in (self.train, self.val, self.test) for t in (s.x, s.y)]
+
 
 def _torchvision_class(spec: DatasetInfo) -> type[datasets.MNIST]:
+    # Imported here: a sweep's workers get their data from the driver and never read files, and importing
+    # torchvision costs a process about 100 MB.
+    from torchvision import datasets
+
     return getattr(datasets, spec.torchvision_name)
 
 
@@ -111,8 +123,9 @@ def _extract_local(spec: DatasetInfo, raw_folder: Path) -> bool:
 
 
 @functools.cache
-def load_raw(name: str) -> tuple[Split, Split]:
-    """The dataset's full train and test sets as float tensors in [0, 1], read once per process."""
+def _read(name: str) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """The dataset's train and test (images, labels) as stored: uint8 images, a quarter of float32's memory,
+    read once per process and kept (a float copy is made only of what a split keeps)."""
     spec = DATASETS[name]
     root = cache_dir()
     raw_folder = root / spec.torchvision_name / "raw"
@@ -126,8 +139,22 @@ def load_raw(name: str) -> tuple[Split, Split]:
             f"{name}: no data files in {source_dir(spec)} or {raw_folder}, and the download failed "
             f"({reason}); install them with: apt-get install -y {spec.apt_package}"
         ) from None
-    train, test = (Split(s.data.unsqueeze(1).float().div_(255), s.targets.long()) for s in sets)
+    train, test = ((s.data, s.targets.long()) for s in sets)
     return train, test
+
+
+def _scaled(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, H, W) as float32 (N, 1, H, W) in [0, 1], `ToTensor`'s scale."""
+    return images.unsqueeze(1).float().div_(255)
+
+
+def load_raw(name: str) -> tuple[Split, Split]:
+    """The dataset's full train and test sets as float tensors in [0, 1], from files read once per process."""
+    (x, y), (x_test, y_test) = _read(name)
+    return Split(_scaled(x), y), Split(_scaled(x_test), y_test)
+
+
+load_raw.cache_clear = _read.cache_clear  # forgets what was read (tests, another cache folder)
 
 
 def stratified_order(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -154,11 +181,13 @@ def load_data(
     `limit` keeps a class-balanced subset of the train set before splitting, for quick runs.
     `normalize` standardizes pixels with the train split's mean and std.
     """
-    full, test = load_raw(dataset)
-    return split_data(
-        full,
-        test,
+    (x, y), (x_test, y_test) = _read(dataset)
+    return _split(
+        x,
+        y,
+        Split(_scaled(x_test), y_test),
         DATASETS[dataset].num_classes,
+        _scaled,  # after indexing: only the kept images become float, each exactly as `load_raw` scales it
         limit=limit,
         val_fraction=val_fraction,
         normalize=normalize,
@@ -177,12 +206,38 @@ def split_data(
     split_seed: int = 0,
 ) -> Data:
     """`load_data`'s split of a full train set and a test set (any dataset's)."""
-    order = stratified_order(full.y, torch.Generator().manual_seed(split_seed))
+    return _split(
+        full.x,
+        full.y,
+        test,
+        num_classes,
+        lambda x: x,
+        limit=limit,
+        val_fraction=val_fraction,
+        normalize=normalize,
+        split_seed=split_seed,
+    )
+
+
+def _split(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    test: Split,
+    num_classes: int,
+    prepare: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    limit: int | None,
+    val_fraction: float,
+    normalize: bool,
+    split_seed: int,
+) -> Data:
+    """The split itself; `prepare` turns the indexed rows of `x` into the split's float images."""
+    order = stratified_order(y, torch.Generator().manual_seed(split_seed))
     order = order[: limit or len(order)]
     n_val = round(len(order) * val_fraction)
     train_idx, val_idx = order[n_val:], order[:n_val]
-    train = Split(full.x[train_idx], full.y[train_idx])
-    val = Split(full.x[val_idx], full.y[val_idx])
+    train = Split(prepare(x[train_idx]), y[train_idx])
+    val = Split(prepare(x[val_idx]), y[val_idx])
     if normalize:
         mean, std = train.x.mean(), train.x.std()
         train, val, test = (Split((s.x - mean) / std, s.y) for s in (train, val, test))

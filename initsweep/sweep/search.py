@@ -8,6 +8,7 @@ parameters (named `scheme.param`, so each scheme's parameters are their own dime
 
 from __future__ import annotations
 
+import os
 import pickle
 import warnings
 from typing import Any
@@ -71,8 +72,11 @@ class PickledSearcher(Searcher):
     Tune saves it with the experiment and a resumed sweep restores it."""
 
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
+        """Written beside and renamed into place, so a driver killed mid-write leaves the last state whole."""
+        partial = f"{checkpoint_path}.partial"
+        with open(partial, "wb") as f:
             pickle.dump(self.__getstate__(), f)
+        os.replace(partial, checkpoint_path)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:

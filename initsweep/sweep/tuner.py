@@ -1,9 +1,9 @@
 """The Tuner: a sweep assembled from its config (grid or Optuna search, scheduler, resources), started
 or restored from its folder, recorded in MLflow, and reported from what MLflow holds.
 
-The dataset travels once through the object store (`tune.with_parameters`); actors are reused between
-trials. A sweep is identified by its name and a hash of its config (resources excluded), so the same
-command resumes it.
+The dataset travels once through the object store (`tune.with_parameters`), as NumPy arrays that every
+worker of a node maps instead of copying (`SharedData`); actors are reused between trials. A sweep is
+identified by its name and a hash of its config (resources excluded), so the same command resumes it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from initsweep.config import SweepConfig
-from initsweep.engine.data import Data
+from initsweep.engine.data import Data, load_raw
 from initsweep.report.build import Report, build_report
 from initsweep.results import TrialResult, best
 from initsweep.sweep.callbacks import Live, Progress, RecordTrials, attach
@@ -30,7 +30,7 @@ from initsweep.sweep.resources import GIB
 from initsweep.sweep.search import BatchedOptunaSearch, study_name
 from initsweep.sweep.space import grid_cells
 from initsweep.sweep.staged import StagedSearch
-from initsweep.sweep.trainable import train_trial
+from initsweep.sweep.trainable import StoredData, train_trial
 from initsweep.tracking import Tracker, TrackingUnavailable, is_local_uri, masked, read_failures, read_sweep
 
 __all__ = ["SweepOutcome", "experiment_dir", "optuna_location", "run_sweep", "sweep_hash"]
@@ -79,7 +79,7 @@ def _sweep_id(exp_dir: Path, fresh: bool) -> str:
 
 def run_sweep(
     sweep: SweepConfig,
-    data: Data,
+    data: Data | StoredData,
     tracker: Tracker,
     *,
     storage_path: str,
@@ -88,15 +88,19 @@ def run_sweep(
     verbose: bool = False,
     printer=print,
 ) -> SweepOutcome:
-    """Run (or resume) a sweep on the connected Ray cluster and record it through `tracker`."""
+    """Run (or resume) a sweep on the connected Ray cluster and record it through `tracker`. `data` goes
+    to the object store once, unless it is there already (`StoredData.put`: then a caller that drops its
+    own `Data` keeps no private copy during the sweep, as `sweeps/run.py` does)."""
     exp_dir = experiment_dir(sweep, storage_path)
     check_resources(sweep.resources, printer)  # before anything is written: a trial no node can hold
     check_cluster(is_local_uri(tracker.tracking_uri), masked(tracker.tracking_uri), exp_dir.parent)
     sweep_id = _sweep_id(exp_dir, fresh)
     parent = tracker.start_sweep(sweep, sweep_id, str(exp_dir))
 
+    stored = data if isinstance(data, StoredData) else StoredData.put(data)
+    load_raw.cache_clear()  # the files read for it: trials read the store's copy
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, sweep=sweep, data=data, exp_dir=str(exp_dir)),
+        tune.with_parameters(train_trial, sweep=sweep, data=stored, exp_dir=str(exp_dir)),
         {
             "cpu": sweep.resources.cpus_per_trial,
             "gpu": sweep.resources.gpus_per_trial,
