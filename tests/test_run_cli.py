@@ -30,7 +30,8 @@ def test_smoke_sweep_prints_the_result_table(tmp_path):
     assert "3 trials, 6 trained models in" in out
     report = tmp_path / "smoke-no-ray"
     assert f"report: {report / 'report.md'}" in out
-    assert {p.name for p in report.rglob("*.png")} == {"val_accuracy.png", "loss_curves.png", "signal_propagation.png"}
+    pngs = {"val_accuracy.png", "loss_curves.png", "signal_propagation.png", "phase_diagram.png"}  # MLPs: theory
+    assert {p.name for p in report.rglob("*.png")} == pngs
 
 
 def test_overrides_reach_the_trials(tmp_path):
