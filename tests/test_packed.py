@@ -159,7 +159,8 @@ def snapshots(cfg, data, **kw):
 def test_vmapped_seeds_train_as_one_seed_at_a_time(small_data, model_as_cnn, factory):
     model_as_cnn(factory)
     cfg = cnn_trial([0, 1, 2], epochs=2)
-    (packed, packed_state), (alone, alone_state) = snapshots(cfg, small_data), snapshots(cfg, small_data, pack=False)
+    packed, packed_state = snapshots(cfg, small_data, pack=True)  # conv nets too (on the CPU: not by default)
+    alone, alone_state = snapshots(cfg, small_data, pack=False)
     assert len(packed_state["runs"]) == 1 and len(alone_state["runs"]) == 3  # one vmapped run, three seed runs
     for p, a in zip(packed.seeds, alone.seeds, strict=True):
         first_ten = zip(p.step_losses[:10], a.step_losses[:10], strict=True)
@@ -176,7 +177,7 @@ def test_vmapped_seeds_train_as_one_seed_at_a_time(small_data, model_as_cnn, fac
 def test_vmapped_dropout_differs_per_seed_and_repeats_bit_for_bit(small_data, model_as_cnn):
     model_as_cnn(lambda c, s, n: conv_bn(c, s, n, dropout=0.5))
     cfg = cnn_trial([0, 1], epochs=2, val_train_mode=True)
-    first, second = run_trial(cfg, small_data), run_trial(cfg, small_data)
+    first, second = run_trial(cfg, small_data, pack=True), run_trial(cfg, small_data, pack=True)
     assert [as_tuple(s) for s in first.seeds] == [as_tuple(s) for s in second.seeds]
     # the masks: identical weights in every seed, different masks
     same = conv_bn(None, None, 10, dropout=0.5)
@@ -204,10 +205,10 @@ def test_vmapped_mlp_gets_the_hand_written_packed_mlps_dropout_masks(small_data,
 def test_vmapped_resume_gives_the_uninterrupted_metrics(small_data, model_as_cnn):
     model_as_cnn(lambda c, s, n: conv_bn(c, s, n, dropout=0.3))
     cfg = cnn_trial([0, 1], epochs=2, val_train_mode=True, log_every=4)
-    straight = run_trial(cfg, small_data)
+    straight = run_trial(cfg, small_data, pack=True)
     saved = []
-    run_trial(cfg, small_data, on_epoch=lambda e, seeds, snapshot: saved.append(snapshot()) if e == 1 else 0)
-    resumed = run_trial(cfg, small_data, resume=saved[0])
+    run_trial(cfg, small_data, pack=True, on_epoch=lambda e, seeds, snapshot: saved.append(snapshot()) if e == 1 else 0)
+    resumed = run_trial(cfg, small_data, pack=True, resume=saved[0])
     assert [as_tuple(s) for s in resumed.seeds] == [as_tuple(s) for s in straight.seeds]
 
 
@@ -220,6 +221,19 @@ def test_a_model_vmap_cannot_run_trains_one_seed_at_a_time_and_says_so(small_dat
     assert len(notes) == 1 and "one at a time" in notes[0] and "\n" not in notes[0]
     alone = run_trial(cfg, small_data, pack=False)
     assert [as_tuple(s) for s in result.seeds] == [as_tuple(s) for s in alone.seeds]
+
+
+def test_a_conv_net_on_the_cpu_trains_one_seed_at_a_time_by_default_and_says_so(small_data, model_as_cnn):
+    """vmap's grouped convolutions are slower on the CPU than the seeds' own: by default a conv net's seeds
+    train one at a time there (one line says so), with exactly the metrics of `pack=False`."""
+    model_as_cnn(conv_bn)
+    notes = []
+    cfg = cnn_trial([0, 1])
+    default = run_trial(cfg, small_data, on_note=notes.append, on_epoch=lambda e, seeds, snap: notes.append(snap()))
+    assert len(notes[-1]["runs"]) == 2  # two seed runs, not one vmapped run
+    assert notes[0] == "initsweep: cnn has convolutions; on the CPU its seeds train one at a time"
+    alone = run_trial(cfg, small_data, pack=False)
+    assert [as_tuple(s) for s in default.seeds] == [as_tuple(s) for s in alone.seeds]
 
 
 def test_vmapped_unpack_gives_each_seeds_own_model():

@@ -5,7 +5,8 @@ A trial trains one scheme on each of its replicate seeds. Each seed derives thre
 share the trial, and two schemes trained on the same seed see the same batches (paired comparisons).
 Seeds advance epoch by epoch together, so `on_epoch` sees every seed's metrics for an epoch at once.
 MLPs train all their seeds as one packed model (`initsweep.engine.packed`); other models train theirs as one
-vmapped model (`initsweep.engine.vmapped`, torch.func), or one after another when vmap cannot run them.
+vmapped model (`initsweep.engine.vmapped`, torch.func), or one after another when vmap cannot run them and,
+on the CPU, for conv nets (vmap's grouped convolutions are slower there than the seeds' own).
 
 A trial can stop after any epoch and go on later: `on_epoch` gets a snapshot of the whole training
 state (weights, optimizer, every random stream, the results so far), and `run_trial(resume=state)`
@@ -390,13 +391,30 @@ PROBE_BATCH = 4
 """Train images of the one vmapped forward and backward that decides, at set-up, whether a model packs."""
 
 
-def _runs(trial: TrialConfig, data: Data, device: torch.device, pack: bool, on_note) -> list:
+def _note(message: str, on_note) -> None:
+    if on_note is not None:
+        on_note(message)
+
+
+def _has_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+
+
+def _runs(trial: TrialConfig, data: Data, device: torch.device, pack: bool | None, on_note) -> list:
     """The trial's runs: the hand-written packed MLP for MLPs, else every seed vmapped as one model,
-    else (`pack=False`, or a model vmap cannot run) one `_SeedRun` per seed."""
-    if not pack:
+    else (`pack=False`, a conv net on the CPU unless `pack=True`, or a model vmap cannot run) one
+    `_SeedRun` per seed."""
+    if pack is False:
         return [_SeedRun(trial, data, seed, device) for seed in trial.seeds]
     built = [_initialized_model(trial, data, seed) for seed in trial.seeds]
     models = [model for model, _ in built]
+    if pack is None and device.type == "cpu" and not packable(models[0]) and _has_conv(models[0]):
+        # vmap makes the seeds' convolutions one grouped convolution, which the CPU runs slower than the
+        # separate ones (bench/bench.py (G): 0.74-0.79x; the ResNet example: 0.51x). Decided by the device
+        # alone, so the same config and seeds still give the same metrics.
+        name = getattr(trial.model, "target", None) or trial.model.name  # your model: its import path
+        _note(f"initsweep: {name} has convolutions; on the CPU its seeds train one at a time", on_note)
+        return [_SeedRun(trial, data, seed, device) for seed in trial.seeds]
     if packable(models[0]):
         model: PackedMLP | VmappedModel = PackedMLP(models).to(device)
     else:
@@ -405,8 +423,7 @@ def _runs(trial: TrialConfig, data: Data, device: torch.device, pack: bool, on_n
         if reason is not None:
             note = f"initsweep: {trial.model.name} does not vmap ({reason[:200]}); training its seeds one at a time"
             warnings.warn(note, PackingFallbackWarning, stacklevel=3)
-            if on_note is not None:
-                on_note(note)
+            _note(note, on_note)
             return [_SeedRun(trial, data, seed, device) for seed in trial.seeds]
     run = _PackedRun(trial, trial.seeds, device, model)
     run.results = [result for _, result in built]
@@ -423,18 +440,19 @@ def run_trial(
     *,
     device: torch.device | str = "cpu",
     on_epoch: EpochCallback | None = None,
-    pack: bool = True,
+    pack: bool | None = None,
     resume: dict | None = None,
     on_note: Callable[[str], None] | None = None,
 ) -> TrialResult:
     """Train `trial`'s scheme on each of its seeds; per-epoch metrics for every seed.
 
-    The seeds train packed into one model (`pack=False` trains them one after another, for comparison):
-    MLPs as the hand-written `PackedMLP`, other models vmapped (`initsweep.engine.vmapped`); a model vmap
-    cannot run trains its seeds one at a time, and says so in one line, as a `PackingFallbackWarning` and
-    to `on_note` when given (for a caller to print). The same config and seeds give the same metrics on
-    the CPU. `resume` is a snapshot from `on_epoch`: training goes on after its epoch (a snapshot of the
-    last epoch trains nothing).
+    The seeds train packed into one model: MLPs as the hand-written `PackedMLP`, other models vmapped
+    (`initsweep.engine.vmapped`), except conv nets on the CPU, whose seeds train one at a time there
+    (faster: see `_runs`); `pack=True` packs those too, `pack=False` trains every model's seeds one after
+    another (for comparison). A model vmap cannot run trains its seeds one at a time, and says so in one
+    line, as a `PackingFallbackWarning` and to `on_note` when given (for a caller to print). The same
+    config and seeds give the same metrics on the CPU. `resume` is a snapshot from `on_epoch`: training
+    goes on after its epoch (a snapshot of the last epoch trains nothing).
     """
     start = time.perf_counter()
     device = torch.device(device)
