@@ -539,6 +539,15 @@ TUNABLE = ("model.dropout", "init.bias_value", "init.bias_std")
 """Keys outside `train` that a `tune` section may choose per row, or a search draw (any key under `train`)."""
 
 
+def range_ends(settings: dict[str, list[Any] | TuneRange]) -> list[dict[str, Any]]:
+    """The settings at the low ends of their ranges (first values of lists), then at the high ends: they
+    stand for what Optuna may draw when a config is checked."""
+    return [
+        {k: (v.low if isinstance(v, TuneRange) else v[0]) for k, v in settings.items()},
+        {k: (v.high if isinstance(v, TuneRange) else v[-1]) for k, v in settings.items()},
+    ]
+
+
 def check_settings(settings: dict[str, Any]) -> None:
     """Keys a tune section or a search may set, each with a list of distinct values or a `TuneRange`."""
     for key, values in settings.items():
@@ -695,8 +704,8 @@ class TrialConfig(_Shared):
         """The row's name, the grid values and the tuned ones: `kaiming_normal(...) depth=16 lr=0.001`, with
         ` [tune]` for a tuning candidate."""
         settings = self.axes | self.tuned
-        shown = {k: f"{v:g}" if isinstance(v, float) else v for k, v in settings.items()}  # 6 digits, as params
-        words = [self.row.name, *(f"{axis_label(k, settings)}={v}" for k, v in shown.items())]
+        texts = {k: f"{v:g}" if isinstance(v, float) else v for k, v in settings.items()}  # 6 digits, as params
+        words = [self.row.name, *(f"{axis_label(k, settings)}={v}" for k, v in texts.items())]
         return " ".join(words + (["[tune]"] if self.stage == "tune" else []))
 
 
@@ -753,10 +762,7 @@ class SweepConfig(_Shared):
         if self.search is None or not self.search.params:
             return
         row = SchemeRow(scheme=next(iter(self.search.schemes)))
-        for end in (0, -1):
-            drawn = {
-                k: ((v.low, v.high)[end] if isinstance(v, TuneRange) else v[end]) for k, v in self.search.params.items()
-            }
+        for drawn in range_ends(self.search.params):
             try:
                 self.trial(row, drawn)
             except ValidationError as err:
@@ -779,10 +785,7 @@ class SweepConfig(_Shared):
             raise ValueError(f"tune.params.{axis}: also a grid axis; a setting is either compared or tuned")
         candidates = self.tune.candidates()
         if candidates is None:  # a range: its ends stand for the values Optuna may draw
-            candidates = [
-                {k: (v.low if isinstance(v, TuneRange) else v[0]) for k, v in self.tune.params.items()},
-                {k: (v.high if isinstance(v, TuneRange) else v[-1]) for k, v in self.tune.params.items()},
-            ]
+            candidates = range_ends(self.tune.params)
         for axes in self.combinations():
             for row in self.schemes:
                 for tuned in candidates:

@@ -175,8 +175,8 @@ def _code_version() -> str:
 def _flat_params(trial: TrialConfig) -> dict[str, str]:
     """The params a trial run shows: scheme, its parameters, the settings a reader compares (the layers
     the init selects, `init.layers`, and its rules, `init.overrides`), and each grid axis under its own
-    key (`model.depth`), and mean-field theory's prediction (`theory.*`, `initsweep.prediction`) for an
-    MLP; the layers by name are in each seed's `init_diagnostics.json`."""
+    key (`model.depth`); the layers by name are in each seed's `init_diagnostics.json`. Mean-field
+    theory's prediction for an MLP (`theory.*`) is added by `record_trial`."""
     params = {"scheme": trial.row.scheme, **trial.row.params}
     params |= {
         "model": trial.model.name,
@@ -191,9 +191,6 @@ def _flat_params(trial: TrialConfig) -> dict[str, str]:
     if trial.init.overrides:  # the rules, short: `*.bn2=constant(value=0); fc=pytorch_default`
         params["init.overrides"] = "; ".join(rule.summary() for rule in trial.init.overrides)[:500]
     params |= trial.axes | trial.tuned  # grid and tuned values under their config keys (`train.lr`)
-    prediction = predict(trial)
-    if prediction is not None:  # mean-field theory's chi1, xi_c, phase for this MLP
-        params |= prediction.params()
     return {k: str(v) for k, v in params.items()}
 
 
@@ -330,7 +327,9 @@ class Tracker:
             self.client.delete_run(partial.info.run_id)
 
         c, ts = self.client, int(time.time() * 1000)
-        params = [Param(k, v) for k, v in _flat_params(record.config).items()]
+        prediction = predict(record.config)  # mean-field theory's chi1, xi_c, phase for an MLP
+        theory = prediction.params() if prediction is not None else {}
+        params = [Param(k, v) for k, v in (_flat_params(record.config) | theory).items()]
         base_tags = {"sweep_id": self.sweep_id, "trial_id": record.trial_id, "node_id": record.node_id or ""}
         if record.config.stage:  # a tuned sweep's candidate ("tune") or judged trial ("eval")
             base_tags["stage"] = record.config.stage
@@ -350,7 +349,6 @@ class Tracker:
             metrics = [m for e in range(1, epochs + 1) for m in _metrics(aggregate(record.seeds, e), e, ts)]
             metrics += [m for m in _metrics(aggregate(record.seeds), epochs, ts) if m.key.startswith("test_accuracy")]
             self._log_metrics(trial_run, metrics)
-        prediction = predict(record.config)
         if prediction is not None:
             self._log_metrics(trial_run, _metrics(prediction.metrics(), 0, ts))
         for seed in record.seeds:

@@ -126,6 +126,18 @@ class MlflowServer:
             self.process.wait(timeout=30)
 
 
+@pytest.fixture
+def two_nodes():
+    """A head and a worker node on 127.0.0.1, one CPU each: two one-CPU trials run at once, one per node."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on a free 127.0.0.1 port (SQLite backend, served artifacts); yields its URI."""

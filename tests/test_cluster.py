@@ -15,19 +15,8 @@ import pytest
 import yaml
 from conftest import ROOT, free_port, mlflow_runs, run_cli, wait_for_http
 from ray.autoscaler._private.util import prepare_config, validate_config
-from ray.cluster_utils import Cluster
 
 RAY = str(Path(sys.executable).with_name("ray"))
-
-
-@pytest.fixture
-def two_nodes():
-    """A head and a worker node on 127.0.0.1, one CPU each."""
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    yield cluster
-    cluster.shutdown()
 
 
 def test_trials_land_on_both_nodes_and_local_stores_are_refused(two_nodes, mlflow_server, tmp_path):

@@ -14,22 +14,11 @@ import uuid
 
 import pytest
 from conftest import ROOT, mlflow_runs
-from ray.cluster_utils import Cluster
 
 from initsweep.sweep.cluster import JOB_CONFIG_ENV, working_folder_modules
 
 LAUNCHED = "trials x 2 seeds on Ray ("
 """The line the driver prints once it has joined the cluster (and shipped the working folder's code)."""
-
-
-@pytest.fixture
-def two_nodes():
-    """A head and a worker node on 127.0.0.1, one CPU each: two one-CPU trials run at once, one per node."""
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    yield cluster
-    cluster.shutdown()
 
 
 @pytest.mark.slow

@@ -404,18 +404,24 @@ def _runs(trial: TrialConfig, data: Data, device: torch.device, pack: bool | Non
     """The trial's runs: the hand-written packed MLP for MLPs, else every seed vmapped as one model,
     else (`pack=False`, a conv net on the CPU unless `pack=True`, or a model vmap cannot run) one
     `_SeedRun` per seed."""
-    if pack is False:
+
+    def one_at_a_time() -> list:
         return [_SeedRun(trial, data, seed, device) for seed in trial.seeds]
-    built = [_initialized_model(trial, data, seed) for seed in trial.seeds]
-    models = [model for model, _ in built]
-    if pack is None and device.type == "cpu" and not packable(models[0]) and _has_conv(models[0]):
+
+    if pack is False:
+        return one_at_a_time()
+    first = _initialized_model(trial, data, trial.seeds[0])
+    hand_written = packable(first[0])
+    if pack is None and device.type == "cpu" and not hand_written and _has_conv(first[0]):
         # vmap makes the seeds' convolutions one grouped convolution, which the CPU runs slower than the
         # separate ones (bench/bench.py (G): 0.74-0.79x; the ResNet example: 0.51x). Decided by the device
         # alone, so the same config and seeds still give the same metrics.
         name = getattr(trial.model, "target", None) or trial.model.name  # your model: its import path
         _note(f"initsweep: {name} has convolutions; on the CPU its seeds train one at a time", on_note)
-        return [_SeedRun(trial, data, seed, device) for seed in trial.seeds]
-    if packable(models[0]):
+        return one_at_a_time()
+    built = [first, *(_initialized_model(trial, data, seed) for seed in trial.seeds[1:])]
+    models = [model for model, _ in built]
+    if hand_written:
         model: PackedMLP | VmappedModel = PackedMLP(models).to(device)
     else:
         model = VmappedModel(models, device)
@@ -424,7 +430,7 @@ def _runs(trial: TrialConfig, data: Data, device: torch.device, pack: bool | Non
             note = f"initsweep: {trial.model.name} does not vmap ({reason[:200]}); training its seeds one at a time"
             warnings.warn(note, PackingFallbackWarning, stacklevel=3)
             _note(note, on_note)
-            return [_SeedRun(trial, data, seed, device) for seed in trial.seeds]
+            return one_at_a_time()
     run = _PackedRun(trial, trial.seeds, device, model)
     run.results = [result for _, result in built]
     return [run]

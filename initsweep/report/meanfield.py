@@ -62,8 +62,8 @@ def row_theories(panel: GridPanel, sweep: SweepConfig) -> list[RowTheory]:
         prediction = _row_prediction(panel, row)
         if prediction is None:
             continue
-        trained = [c for c in panel.columns if (row, c) in panel.intervals and chance is not None]
-        trained = [c for c in trained if trains(panel.intervals[row, c], chance)]
+        measured = [c for c in panel.columns if (row, c) in panel.intervals] if chance is not None else []
+        trained = [c for c in measured if trains(panel.intervals[row, c], chance)]
         deepest = trained[-1] if trained else None
         out.append(RowTheory(row, prediction, deepest, panel.intervals[row, deepest] if trained else None))
     return out
@@ -91,7 +91,7 @@ def _numbers(p: Prediction) -> list[str]:
     return [f"{mf.weight_variance:.3g}", f"{mf.bias_variance:.3g}", f"{mf.chi1:.3f}", mf.phase, depth]
 
 
-def theory_lines(theories: list[RowTheory], sweep: SweepConfig, axis: str) -> list[str]:
+def theory_lines(theories: list[RowTheory], axis: str) -> list[str]:
     """One sentence per row: its weight scale, phase and 6 xi_c, and the deepest depth that trained."""
     lines = []
     for t in theories:
@@ -209,7 +209,7 @@ def theory_section(
             if not theories:
                 continue
             title = f"### {panel.title}" if panel.title else "### All trials"
-            lines = "\n".join(f"- {line}" for line in theory_lines(theories, sweep, panel.axis))
+            lines = "\n".join(f"- {line}" for line in theory_lines(theories, panel.axis))
             cells = [
                 [
                     t.row,

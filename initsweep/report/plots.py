@@ -311,10 +311,10 @@ def phase_diagram(
     for ax, (title, points) in zip(axes[0], panels.items(), strict=True):
         field = (contours or {}).get(title)
         if field is not None:
-            (xs, ys, values), depth = field
-            grid = np.array(values, dtype=float)
+            (cx, cy, depths), depth = field
+            grid = np.array(depths, dtype=float)
             if np.nanmax(grid) > depth > np.nanmin(grid):
-                ax.contour(xs, ys, grid, levels=[depth], colors="red", linestyles="--", linewidths=1.2)
+                ax.contour(cx, cy, grid, levels=[depth], colors="red", linestyles="--", linewidths=1.2)
                 ax.plot([], [], color="red", ls="--", lw=1.2, label=f"6 ξc = {depth} (trains inside)")
         line = critical.get(title, [])
         if line:
@@ -322,10 +322,8 @@ def phase_diagram(
         if points:
             x, y, v = zip(*points, strict=True)
             image = ax.scatter(x, y, c=v, cmap="viridis", vmin=vmin, vmax=vmax, s=55, edgecolors="black", lw=0.4)
-        xs = [p[0] for p in points] + [p[0] for p in line]
-        if xs:
-            ax.text(0.03, 0.95, "ordered", transform=ax.transAxes, fontsize=8, va="top")
-            ax.text(0.97, 0.95, "chaotic", transform=ax.transAxes, fontsize=8, va="top", ha="right")
+        ax.text(0.03, 0.95, "ordered", transform=ax.transAxes, fontsize=8, va="top")
+        ax.text(0.97, 0.95, "chaotic", transform=ax.transAxes, fontsize=8, va="top", ha="right")
         ax.set_xlabel("σ_w² (fan_in × Var W)")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)

@@ -104,7 +104,7 @@ def _hook():
     return getattr(importlib.import_module(module), name)
 
 
-def train_trial(config: dict[str, Any], *, sweep: SweepConfig, data: SharedData | StoredData, exp_dir: str) -> None:
+def train_trial(config: dict[str, Any], *, sweep: SweepConfig, data: StoredData, exp_dir: str) -> None:
     """One trial config on all the sweep's seeds, one report per epoch.
 
     Every report carries a checkpoint of the whole training state, so a retried trial (a lost node, an
