@@ -7,8 +7,9 @@
     in-process time for the same 45 models; peak resident memory of the whole sweep (all processes).
 (F) the per-epoch checkpoint a Ray trial writes (snapshot + torch.save of 5 packed seeds) against the
     epoch's training time.
-(G) packed seeds for any model (vmapped, `initsweep.engine.vmapped`) against one seed at a time, on a small
-    ResNet-like model (residual blocks with BatchNorm, 28x28 inputs); 5 seeds, 1 epoch on 12k images.
+(G) packed seeds for any model against one seed at a time: folded (the default for conv nets,
+    `initsweep.engine.folded`) and vmapped (`initsweep.engine.vmapped`), on a small ResNet-like model
+    (5 seeds, 1 epoch on 12k images) and on the ResNet example (examples/resnet; 5 seeds, 1 epoch on 4k).
 (H) the generic (vmapped) packing against the hand-written `PackedMLP` on the seed MLP; same run.
 `--only-packing` runs (G) and (H) alone.
 Every figure is a ratio against a baseline measured in the same run. Prints a table, writes JSON.
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,50 +138,79 @@ def small_resnet(cfg, input_shape, num_classes) -> nn.Module:
     )
 
 
-def packing_rows(seeds: int = 5, limit: int = 15_000) -> dict[str, float]:
-    """(G) vmapped vs one seed at a time (small ResNet), (H) vmapped vs PackedMLP (seed MLP): seconds of
-    `run_trial`, 1 epoch on `limit` * 0.8 train images, validation and test accuracy included."""
+def packing_rows(seeds: int = 5, repeats: int = 2) -> dict[str, float]:
+    """(G) folded, vmapped and one seed at a time on bench's small ResNet and on the ResNet example, (H)
+    vmapped vs PackedMLP on the seed MLP: seconds of `run_trial` (1 epoch, validation and test accuracy
+    included), each the fastest of `repeats` runs taken in turn (this VM's speed drifts by up to 30%)."""
     from initsweep.engine import models as engine_models
     from initsweep.engine import train as engine_train
 
-    data = load_data(limit=limit)
+    sys.path.insert(0, str(ROOT / "examples" / "resnet"))
+    import resnet_model  # the example's own module, as a user's sweep imports it
+
+    def fastest(runs: dict[str, Callable[[], object]]) -> dict[str, float]:
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(repeats):
+            for name, run in runs.items():
+                start = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - start)
+        return {name: min(t) for name, t in times.items()}
+
     out: dict[str, float] = {}
-
-    def timed(cfg: TrialConfig, **kw) -> float:
-        start = time.perf_counter()
-        run_trial(cfg, data, **kw)
-        return time.perf_counter() - start
-
-    resnet = TrialConfig.model_validate(
+    conv = TrialConfig.model_validate(
         {"seeds": list(range(seeds)), "row": "kaiming_normal", "model": {"name": "cnn"}, "train": {"epochs": 1}}
     )
     saved = engine_models.BUILDERS["cnn"]
-    engine_models.BUILDERS["cnn"] = small_resnet  # (G)'s model behind `model.name: cnn`, for this run only
-    try:
-        timed(resnet.model_copy(update={"seeds": [0]}))  # warm-up
-        out["G_vmapped_s"] = timed(resnet, pack=True)  # on the CPU a conv net would not pack by default
-        out["G_one_at_a_time_s"] = timed(resnet, pack=False)
-    finally:
-        engine_models.BUILDERS["cnn"] = saved
+    for row, build, limit in (
+        ("G_small", small_resnet, 15_000),
+        ("G_example", lambda cfg, shape, classes: resnet_model.build(shape, classes), 5_000),
+    ):
+        data = load_data(limit=limit)
+        engine_models.BUILDERS["cnn"] = build  # the row's model behind `model.name: cnn`, for this run only
+        try:
+            run_trial(conv.model_copy(update={"seeds": [0]}), data, pack=False)  # warm-up
+            for name, t in fastest(
+                {
+                    "folded": lambda data=data: run_trial(conv, data),
+                    "vmapped": lambda data=data: run_trial(conv, data, pack="vmap"),
+                    "one_at_a_time": lambda data=data: run_trial(conv, data, pack=False),
+                }
+            ).items():
+                out[f"{row}_{name}_s"] = t
+        finally:
+            engine_models.BUILDERS["cnn"] = saved
+        out[f"{row}_speedup"] = out[f"{row}_one_at_a_time_s"] / out[f"{row}_folded_s"]
+        out[f"{row}_vmapped_speedup"] = out[f"{row}_one_at_a_time_s"] / out[f"{row}_vmapped_s"]
+    data = load_data(limit=15_000)
     mlp = TrialConfig.model_validate({"seeds": list(range(seeds)), "row": "kaiming_normal", "train": {"epochs": 1}})
-    timed(mlp.model_copy(update={"seeds": [0]}))  # warm-up
-    out["H_packed_mlp_s"] = timed(mlp)
-    packable = engine_train.packable
-    engine_train.packable = lambda model: False  # the same MLP through the generic path
-    try:
-        out["H_vmapped_s"] = timed(mlp)
-    finally:
-        engine_train.packable = packable
-    out["G_speedup"] = out["G_one_at_a_time_s"] / out["G_vmapped_s"]
+    run_trial(mlp.model_copy(update={"seeds": [0]}), data)  # warm-up
+
+    def generic() -> None:
+        packable = engine_train.packable
+        engine_train.packable = lambda model: False  # the same MLP through the generic path
+        try:
+            run_trial(mlp, data)
+        finally:
+            engine_train.packable = packable
+
+    times = fastest({"packed_mlp": lambda: run_trial(mlp, data), "vmapped": generic})
+    out["H_packed_mlp_s"], out["H_vmapped_s"] = times["packed_mlp"], times["vmapped"]
     out["H_speed_vs_packed_mlp"] = out["H_packed_mlp_s"] / out["H_vmapped_s"]
     return out
 
 
 def print_packing(g: dict[str, float]) -> None:
+    for row, label in (("G_small", "small ResNet"), ("G_example", "ResNet example")):
+        print(
+            f"(G) {label}, 5 seeds: folded {g[f'{row}_folded_s']:.1f} s, vmapped {g[f'{row}_vmapped_s']:.1f} s, one at"
+            f" a time {g[f'{row}_one_at_a_time_s']:.1f} s: folded {g[f'{row}_speedup']:.2f}x, vmapped"
+            f" {g[f'{row}_vmapped_speedup']:.2f}x",
+            flush=True,
+        )
     print(
-        f"(G) small ResNet, 5 seeds: vmapped {g['G_vmapped_s']:.1f} s, one at a time {g['G_one_at_a_time_s']:.1f} s:"
-        f" {g['G_speedup']:.2f}x\n(H) seed MLP, 5 seeds: PackedMLP {g['H_packed_mlp_s']:.1f} s, vmapped"
-        f" {g['H_vmapped_s']:.1f} s: vmapped at {g['H_speed_vs_packed_mlp']:.2f}x the PackedMLP's speed",
+        f"(H) seed MLP, 5 seeds: PackedMLP {g['H_packed_mlp_s']:.1f} s, vmapped {g['H_vmapped_s']:.1f} s: vmapped at"
+        f" {g['H_speed_vs_packed_mlp']:.2f}x the PackedMLP's speed",
         flush=True,
     )
 

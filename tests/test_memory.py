@@ -61,7 +61,8 @@ def test_workers_map_the_object_stores_copy_read_only():
 
 
 def test_training_only_reads_the_data_and_gives_the_same_numbers_on_it():
-    """Every model family and path (packed MLP, vmapped CNN, one seed at a time, validation with dropout on)
+    """Every model family and path (packed MLP, folded and vmapped CNN, one seed at a time, validation with
+    dropout on)
     trains on data in memory mapped read-only, a write would kill the process, and the metrics are the
     ones the same trial gives on ordinary tensors."""
     proc = _run(
@@ -84,9 +85,9 @@ def test_training_only_reads_the_data_and_gives_the_same_numbers_on_it():
             read_only = SharedData(tuple(mapped), data.num_classes).as_data()
             trials = [
                 ({"seeds": [0, 1], "row": "kaiming_normal", "train": {"epochs": 2, "val_train_mode": True}}, {}),
-                (
-                    {"seeds": [0, 1], "row": "xavier_uniform", "model": {"name": "cnn"}, "train": {"epochs": 1}},
-                    {"pack": True},  # vmapped (on the CPU a conv net trains one seed at a time by default)
+                *(
+                    ({"seeds": [0, 1], "row": "xavier_uniform", "model": {"name": "cnn"}, "train": {"epochs": 1}}, kw)
+                    for kw in ({}, {"pack": "vmap"})  # folded (a conv net's default), vmapped
                 ),
                 ({"seeds": [3], "row": "pytorch_default", "train": {"epochs": 1}}, {"pack": False}),
             ]

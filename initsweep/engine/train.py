@@ -5,8 +5,10 @@ A trial trains one scheme on each of its replicate seeds. Each seed derives thre
 share the trial, and two schemes trained on the same seed see the same batches (paired comparisons).
 Seeds advance epoch by epoch together, so `on_epoch` sees every seed's metrics for an epoch at once.
 MLPs train all their seeds as one packed model (`initsweep.engine.packed`); other models train theirs as one
-vmapped model (`initsweep.engine.vmapped`, torch.func), or one after another when vmap cannot run them and,
-on the CPU, for conv nets (vmap's grouped convolutions are slower there than the seeds' own).
+wide model, the seeds side by side in the channel dimension (`initsweep.engine.folded`), or as one vmapped
+model (`initsweep.engine.vmapped`, torch.func) where they do not fold, or one after another when vmap
+cannot run them and, on the CPU, for conv nets that do not fold (vmap's grouped convolutions are slower
+there than the seeds' own).
 
 A trial can stop after any epoch and go on later: `on_epoch` gets a snapshot of the whole training
 state (weights, optimizer, every random stream, the results so far), and `run_trial(resume=state)`
@@ -24,6 +26,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import torch
@@ -33,6 +36,7 @@ from torch.nn import functional as F
 from initsweep.config import TrialConfig
 from initsweep.engine.data import Data, Split
 from initsweep.engine.diagnostics import init_diagnostics
+from initsweep.engine.folded import FoldedModel, fold_failure
 from initsweep.engine.models import build_model
 from initsweep.engine.packed import PackedMLP, packable, packed_cross_entropy
 from initsweep.engine.schemes import apply_scheme
@@ -324,8 +328,9 @@ class _PackedRun:
                 r.epochs.append(m)
 
     @torch.no_grad()
-    def _packed_eval(self, split: Split, generators=None, chunk: int = 2000) -> tuple[list[float], list[float]]:
+    def _packed_eval(self, split: Split, generators=None) -> tuple[list[float], list[float]]:
         """Per seed: (mean cross-entropy, accuracy %) on `split`; dropout on when `generators` is given."""
+        chunk = getattr(self.model, "eval_batch", 2000)
         loss_sum, correct = torch.zeros(self.n_seeds), torch.zeros(self.n_seeds)
         for i in range(0, len(split), chunk):
             x, y = split.x[i : i + chunk], split.y[i : i + chunk]
@@ -388,7 +393,11 @@ def _set_rng(cuda: list[torch.device], states: list[torch.Tensor]) -> None:
 
 
 PROBE_BATCH = 4
-"""Train images of the one vmapped forward and backward that decides, at set-up, whether a model packs."""
+"""Train images of the forwards and backwards that decide, at set-up, whether and how a model packs."""
+
+Pack = bool | Literal["vmap"] | None
+"""`run_trial`'s `pack`: None the fastest way, True pack even where it is slower, "vmap" pack with vmap,
+False one seed at a time."""
 
 
 def _note(message: str, on_note) -> None:
@@ -400,44 +409,54 @@ def _has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
 
 
-def _runs(trial: TrialConfig, data: Data, device: torch.device, pack: bool | None, on_note) -> list:
-    """The trial's runs: the hand-written packed MLP for MLPs, else every seed vmapped as one model,
-    else (`pack=False`, a conv net on the CPU unless `pack=True`, or a model vmap cannot run) one
-    `_SeedRun` per seed."""
+def _runs(trial: TrialConfig, data: Data, device: torch.device, pack: Pack, on_note) -> list:
+    """The trial's runs: one packed run of all its seeds, or (`pack=False`, or no packing that pays) one
+    `_SeedRun` per seed. MLPs pack as the hand-written `PackedMLP`; conv nets as a `FoldedModel` (the seeds
+    side by side in the channel dimension) when it gives each seed its own model's output, other models
+    (and conv nets that do not fold, except on the CPU) as a `VmappedModel`. On the CPU a conv net that
+    does not fold trains one seed at a time: vmapped it ran slower (bench (G)). A model vmap cannot run
+    trains one seed at a time. Each decision depends on the model and the device alone, so the same
+    config and seeds give the same metrics."""
 
-    def one_at_a_time() -> list:
+    def one_at_a_time(why: str | None = None) -> list:
+        if why is not None:
+            name = getattr(trial.model, "target", None) or trial.model.name  # your model: its import path
+            note = f"initsweep: {name} {why}; training its seeds one at a time"
+            warnings.warn(note, PackingFallbackWarning, stacklevel=4)
+            _note(note, on_note)
         return [_SeedRun(trial, data, seed, device) for seed in trial.seeds]
 
     if pack is False:
         return one_at_a_time()
-    first = _initialized_model(trial, data, trial.seeds[0])
-    hand_written = packable(first[0])
-    if pack is None and device.type == "cpu" and not hand_written and _has_conv(first[0]):
-        # vmap makes the seeds' convolutions one grouped convolution, which the CPU runs slower than the
-        # separate ones (bench/bench.py (G): 0.74-0.79x; the ResNet example: 0.51x). Decided by the device
-        # alone, so the same config and seeds still give the same metrics.
-        name = getattr(trial.model, "target", None) or trial.model.name  # your model: its import path
-        _note(f"initsweep: {name} has convolutions; on the CPU its seeds train one at a time", on_note)
-        return one_at_a_time()
-    built = [first, *(_initialized_model(trial, data, seed) for seed in trial.seeds[1:])]
+    built = [_initialized_model(trial, data, seed) for seed in trial.seeds]
     models = [model for model, _ in built]
-    if hand_written:
-        model: PackedMLP | VmappedModel = PackedMLP(models).to(device)
+    probe_x, probe_y = data.train.x[:PROBE_BATCH], data.train.y[:PROBE_BATCH]
+    model: PackedMLP | VmappedModel
+    if packable(models[0]):
+        model = PackedMLP(models).to(device)
     else:
         model = VmappedModel(models, device)
-        reason = vmap_failure(model, data.train.x[:PROBE_BATCH], data.train.y[:PROBE_BATCH])
+        reason = vmap_failure(model, probe_x, probe_y)  # also refuses data-dependent control flow
         if reason is not None:
-            note = f"initsweep: {trial.model.name} does not vmap ({reason[:200]}); training its seeds one at a time"
-            warnings.warn(note, PackingFallbackWarning, stacklevel=3)
-            _note(note, on_note)
-            return one_at_a_time()
+            return one_at_a_time(f"does not vmap ({reason[:200]})")
+        if pack != "vmap" and _has_conv(models[0]):  # an MLP runs faster vmapped than folded (0.82x vs 0.75x)
+            try:
+                folded = FoldedModel(models, device)
+                reason = fold_failure(folded, probe_x)
+            except ValueError as e:
+                reason = str(e)
+            if reason is None:
+                model = folded
+            elif pack is None and device.type == "cpu":
+                why = f"does not fold ({reason[:200]}), and vmapped its convolutions run slower on the CPU"
+                return one_at_a_time(why)
     run = _PackedRun(trial, trial.seeds, device, model)
     run.results = [result for _, result in built]
     return [run]
 
 
 class PackingFallbackWarning(UserWarning):
-    """A model that cannot train vmapped: its seeds train one at a time (slower, same results)."""
+    """A model whose seeds cannot train packed, or not faster: they train one at a time (same results)."""
 
 
 def run_trial(
@@ -446,17 +465,18 @@ def run_trial(
     *,
     device: torch.device | str = "cpu",
     on_epoch: EpochCallback | None = None,
-    pack: bool | None = None,
+    pack: Pack = None,
     resume: dict | None = None,
     on_note: Callable[[str], None] | None = None,
 ) -> TrialResult:
     """Train `trial`'s scheme on each of its seeds; per-epoch metrics for every seed.
 
-    The seeds train packed into one model: MLPs as the hand-written `PackedMLP`, other models vmapped
-    (`initsweep.engine.vmapped`), except conv nets on the CPU, whose seeds train one at a time there
-    (faster: see `_runs`); `pack=True` packs those too, `pack=False` trains every model's seeds one after
-    another (for comparison). A model vmap cannot run trains its seeds one at a time, and says so in one
-    line, as a `PackingFallbackWarning` and to `on_note` when given (for a caller to print). The same
+    The seeds train packed into one model: MLPs as the hand-written `PackedMLP`, other models folded into
+    one wide model (`initsweep.engine.folded`) or vmapped (`initsweep.engine.vmapped`); see `_runs`.
+    `pack=True` packs even a conv net that does not fold on the CPU (slower there), `pack="vmap"` packs
+    with vmap, `pack=False` trains every model's seeds one after another (for comparison). A model that
+    does not pack trains its seeds one at a time, and says so in one line, as a `PackingFallbackWarning`
+    and to `on_note` when given (for a caller to print). The same
     config and seeds give the same metrics on the CPU. `resume` is a snapshot from `on_epoch`: training
     goes on after its epoch (a snapshot of the last epoch trains nothing).
     """
