@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from initsweep.catalog.models import CNNConfig, MLPConfig
 from initsweep.config import TrialConfig
@@ -138,6 +139,10 @@ def resnet_example(cfg, input_shape, num_classes):
     return example_module("resnet_model", "resnet").build(input_shape, num_classes, widths=(8, 16, 16))
 
 
+def concatenated(cfg, input_shape, num_classes):
+    return Concatenated(num_classes)  # defined below, with the fold checks
+
+
 def mlp_without_dropout(cfg, input_shape, num_classes):
     return build_model(MLPConfig(hidden=[64, 32], dropout=0.0), input_shape, num_classes)
 
@@ -186,6 +191,7 @@ def snapshots(cfg, data, **kw):
         (residual, "vmap"),
         (resnet_example, True),
         (resnet_example, "vmap"),
+        (concatenated, True),
     ],
     ids=lambda v: {True: "packed", "vmap": "vmapped"}.get(v, getattr(v, "__name__", v)),
 )
@@ -222,15 +228,32 @@ def test_conv_nets_fold_and_other_models_vmap(small_data, model_as_cnn):
     assert kinds(cnn_trial([0, 1]), small_data) == ["VmappedModel"]
 
 
-class SoftmaxOut(nn.Module):
-    """log_softmax over dim 1, as many MNIST examples end: folded, it would mix the seeds' logits."""
+class Concatenated(nn.Module):
+    """Two conv branches concatenated over the channels (as DenseNet and Inception do), ending in
+    log_softmax(dim=1) (as many MNIST examples do): folded, both are taken per seed."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.a = nn.Conv2d(1, 4, 3, stride=2, padding=1, bias=False)
+        self.b = nn.Conv2d(1, 2, 5, stride=2, padding=2, bias=False)
+        self.bn = nn.BatchNorm2d(6)
+        self.fc = nn.Linear(6, num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(torch.cat([self.a(x), self.b(x)], dim=1)))
+        return F.log_softmax(self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1)), dim=1)
+
+
+class Normalized(nn.Module):
+    """Features divided by their norm over dim 1: folded, the norm would run over every seed's features."""
 
     def __init__(self):
         super().__init__()
         self.net = conv_bn(None, None, 10)
 
     def forward(self, x):
-        return torch.log_softmax(self.net(x), dim=1)
+        out = self.net(x)
+        return out / out.norm(dim=1, keepdim=True)
 
 
 def group_norm_net(cfg, input_shape, num_classes):
@@ -241,7 +264,9 @@ def group_norm_net(cfg, input_shape, num_classes):
 def test_fold_failure_names_why_a_model_does_not_fold():
     x = torch.rand(4, 1, 28, 28)
     assert fold_failure(FoldedModel([conv_bn(None, None, 10) for _ in range(3)]), x) is None
-    assert "differs from its own model's" in fold_failure(FoldedModel([SoftmaxOut() for _ in range(3)]), x)
+    assert "differs from its own model's" in fold_failure(FoldedModel([Normalized() for _ in range(3)]), x)
+    concatenated = FoldedModel([Concatenated() for _ in range(3)])
+    assert fold_failure(concatenated, x) is None and concatenated.per_seed_ops
     with pytest.raises(ValueError, match=r"layer 1 \(GroupNorm\) has no folded form"):
         FoldedModel([group_norm_net(None, None, 10) for _ in range(2)])
 

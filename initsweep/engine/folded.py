@@ -12,12 +12,15 @@ oneDNN's grouped convolutions want, and falls back to a per-seed loop for adapti
 The parameters and buffers are `VmappedModel`'s stacks (S, ...): state, optimizer, resume and `unpack`
 are shared with it, and nn.Dropout draws the very masks `VmappedModel` draws, from each seed's generator.
 Only whitelisted weighted layers fold; any other layer with weights, or a forward that mixes channels
-across seeds (a softmax over dim 1, a `cat` of channels, ...), is found by `fold_failure` before training
-(the folded model's output is compared with each seed's own), and the caller uses vmap instead.
+across seeds (a mean over dim 1, a `view` that splits the channels, ...), is found by `fold_failure`
+before training (the folded model's output is compared with each seed's own), and the caller uses vmap
+instead. A softmax or a `cat` over dim 1 (a `log_softmax(dim=1)` at the end, DenseNet's concatenations)
+is taken per seed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable
 
@@ -25,6 +28,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
 
 from initsweep.engine.packed import apply_dropout
 from initsweep.engine.vmapped import SeedDropout, VmappedModel
@@ -180,6 +184,36 @@ def _widen(base: nn.Module, n_seeds: int) -> nn.Module:
     return wide
 
 
+_SOFTMAX = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, torch.Tensor.softmax, torch.Tensor.log_softmax}
+_CAT = {torch.cat, torch.concat, torch.concatenate}
+
+
+class _PerSeedOps(TorchFunctionMode):
+    """Inside a folded forward, a softmax or a concatenation over dim 1 (the folded one) acts on each
+    seed's channels: (B, S*C, ...) is seen as (B, S, C, ...) and the op runs over the seeds' own C."""
+
+    def __init__(self, n_seeds: int):
+        super().__init__()
+        self.n_seeds = n_seeds
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func in _SOFTMAX and len(args) >= 1 and (len(args) > 1 or "dim" in kwargs):
+            x, rest = args[0], args[2:]
+            dim = args[1] if len(args) > 1 else kwargs.pop("dim")
+            if isinstance(x, torch.Tensor) and x.dim() >= 2 and dim is not None and dim % x.dim() == 1:
+                return func(x.unflatten(1, (self.n_seeds, -1)), 2, *rest, **kwargs).flatten(1, 2)
+            return func(x, dim, *rest, **kwargs)
+        if func in _CAT and "out" not in kwargs:
+            tensors = args[0] if args else kwargs.pop("tensors")
+            dim = args[1] if len(args) > 1 else kwargs.pop("dim", 0)
+            if tensors and tensors[0].dim() >= 2 and dim % tensors[0].dim() == 1:
+                parts = [t.unflatten(1, (self.n_seeds, -1)) for t in tensors]
+                return func(parts, 2, **kwargs).flatten(1, 2)
+            return func(tensors, dim, **kwargs)
+        return func(*args, **kwargs)
+
+
 class FoldedModel(VmappedModel):
     """S models of one architecture trained as one wide model (see the module docstring).
 
@@ -193,6 +227,7 @@ class FoldedModel(VmappedModel):
         # Evaluation batches of 2000 / S images: S times 2000 images' activations at once overflow the caches
         # (bench's small ResNet on 5 seeds: 10k test images in 0.66 s at 400 a batch, 1.86 s at 2000).
         self.eval_batch = max(100, 2000 // self.n_seeds)
+        self.per_seed_ops = False  # set by `fold_failure` when the forward needs `_PerSeedOps`
         for m in self.wide.modules():
             if isinstance(m, _FoldedConv):
                 m.channels_last = self.channels_last
@@ -230,7 +265,8 @@ class FoldedModel(VmappedModel):
         bits = self._bits(x if shared else x[0], generators)
         params = self.params if params is None else params
         tensors = {**params, **(self.buffers if buffers is None else buffers), **bits}
-        out = functional_call(self.wide, tensors, (self._fold(x, shared),))
+        with _PerSeedOps(self.n_seeds) if self.per_seed_ops else contextlib.nullcontext():
+            out = functional_call(self.wide, tensors, (self._fold(x, shared),))
         batch = x.shape[0] if shared else x.shape[1]
         if out.dim() != 2 or out.shape[0] != batch or out.shape[1] % self.n_seeds:
             raise ValueError(f"the folded model returned {tuple(out.shape)}, not (batch, seeds*classes)")
@@ -242,7 +278,18 @@ class FoldedModel(VmappedModel):
 def fold_failure(model: FoldedModel, x: torch.Tensor, loss: Callable = F.cross_entropy) -> str | None:
     """Why `model` cannot train folded, or None when it can: its output on the batch `x` (shared by every
     seed), in training and in eval mode, must be each seed's own model's output, and a backward must run.
-    On copies of the weights and buffers: nothing of the model changes."""
+    A model that mixes the seeds' channels only by a softmax or a concatenation over dim 1 folds with
+    those taken per seed (`per_seed_ops`). On copies of the weights and buffers: nothing changes."""
+    reason = _mismatch(model, x, loss)
+    if reason is not None and reason.startswith("seed "):
+        model.per_seed_ops = True
+        if _mismatch(model, x, loss) is None:
+            return None
+        model.per_seed_ops = False
+    return reason
+
+
+def _mismatch(model: FoldedModel, x: torch.Tensor, loss: Callable) -> str | None:
     tensors = {k: v.detach().clone() for k, v in {**model.params, **model.buffers}.items()}
     params = {k: tensors[k].requires_grad_() for k in model.params}
     buffers = {k: tensors[k] for k in model.buffers}
