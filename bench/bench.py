@@ -143,7 +143,6 @@ def packing_rows(seeds: int = 5, repeats: int = 2) -> dict[str, float]:
     vmapped vs PackedMLP on the seed MLP: seconds of `run_trial` (1 epoch, validation and test accuracy
     included), each the fastest of `repeats` runs taken in turn (this VM's speed drifts by up to 30%)."""
     from initsweep.engine import models as engine_models
-    from initsweep.engine import train as engine_train
 
     sys.path.insert(0, str(ROOT / "examples" / "resnet"))
     import resnet_model  # the example's own module, as a user's sweep imports it
@@ -186,15 +185,7 @@ def packing_rows(seeds: int = 5, repeats: int = 2) -> dict[str, float]:
     mlp = TrialConfig.model_validate({"seeds": list(range(seeds)), "row": "kaiming_normal", "train": {"epochs": 1}})
     run_trial(mlp.model_copy(update={"seeds": [0]}), data)  # warm-up
 
-    def generic() -> None:
-        packable = engine_train.packable
-        engine_train.packable = lambda model: False  # the same MLP through the generic path
-        try:
-            run_trial(mlp, data)
-        finally:
-            engine_train.packable = packable
-
-    times = fastest({"packed_mlp": lambda: run_trial(mlp, data), "vmapped": generic})
+    times = fastest({"packed_mlp": lambda: run_trial(mlp, data), "vmapped": lambda: run_trial(mlp, data, pack="vmap")})
     out["H_packed_mlp_s"], out["H_vmapped_s"] = times["packed_mlp"], times["vmapped"]
     out["H_speed_vs_packed_mlp"] = out["H_packed_mlp_s"] / out["H_vmapped_s"]
     return out

@@ -228,6 +228,11 @@ def test_conv_nets_fold_and_other_models_vmap(small_data, model_as_cnn):
     assert kinds(cnn_trial([0, 1]), small_data) == ["VmappedModel"]
 
 
+def test_mlps_pack_hand_written_unless_vmap_is_asked_for(small_data):
+    mlp = TrialConfig.model_validate({"seeds": [0, 1], "row": "kaiming_normal"})
+    assert kinds(mlp, small_data) == ["PackedMLP"] and kinds(mlp, small_data, pack="vmap") == ["VmappedModel"]
+
+
 class Concatenated(nn.Module):
     """Two conv branches concatenated over the channels (as DenseNet and Inception do), ending in
     log_softmax(dim=1) (as many MNIST examples do): folded, both are taken per seed."""

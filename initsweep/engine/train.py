@@ -396,8 +396,8 @@ PROBE_BATCH = 4
 """Train images of the forwards and backwards that decide, at set-up, whether and how a model packs."""
 
 Pack = bool | Literal["vmap"] | None
-"""`run_trial`'s `pack`: None the fastest way, True pack even where it is slower, "vmap" pack with vmap,
-False one seed at a time."""
+"""`run_trial`'s `pack`: None the fastest way, True pack even where it is slower, "vmap" pack with vmap
+(MLPs too), False one seed at a time."""
 
 
 def _note(message: str, on_note) -> None:
@@ -432,7 +432,7 @@ def _runs(trial: TrialConfig, data: Data, device: torch.device, pack: Pack, on_n
     models = [model for model, _ in built]
     probe_x, probe_y = data.train.x[:PROBE_BATCH], data.train.y[:PROBE_BATCH]
     model: PackedMLP | VmappedModel
-    if packable(models[0]):
+    if packable(models[0]) and pack != "vmap":
         model = PackedMLP(models).to(device)
     else:
         model = VmappedModel(models, device)
