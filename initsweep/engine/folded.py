@@ -5,8 +5,8 @@ layout every layer that acts per channel or per element needs nothing new (activ
 average pooling, residual additions, `flatten(1)`), and each weighted layer becomes one call of its own
 kind: a convolution with S times the groups, a BatchNorm over S*C channels (each seed's own batch
 statistics and running statistics, exactly), a Linear as one batched matmul. On the CPU this trains 5
-seeds of bench's small ResNet 1.37x as fast as one at a time, and the ResNet example's 1.20x, where
-`torch.func.vmap` ran them at 0.89x and 0.68x (bench (G)): vmap cannot keep the channels-last layout
+seeds of bench's small ResNet 1.37-1.39x as fast as one at a time, and the ResNet example's 1.13-1.20x,
+where `torch.func.vmap` ran them at 0.81-0.89x and 0.55-0.68x (bench (G)): vmap cannot keep the channels-last layout
 oneDNN's grouped convolutions want, and falls back to a per-seed loop for adaptive pooling.
 
 The parameters and buffers are `VmappedModel`'s stacks (S, ...): state, optimizer, resume and `unpack`
