@@ -62,12 +62,16 @@ def _flat(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.reshape(-1, *t.shape[2:])
 
 
-class _FoldedConv(_Folded):
-    channels_last = False  # set by FoldedModel
+def _channels_last_on_cpu(x: torch.Tensor) -> bool:
+    """Whether the folded layers run `x` channels-last: 4-d activations on the CPU, where oneDNN's grouped
+    convolutions are faster in that layout (not measured on a GPU, so left as they come there)."""
+    return x.dim() == 4 and x.device.type == "cpu"
 
+
+class _FoldedConv(_Folded):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.layer
-        if self.channels_last and x.dim() == 4:
+        if _channels_last_on_cpu(x):
             x = x.contiguous(memory_format=torch.channels_last)
         groups = c.groups * self.n_seeds
         return _CONV[type(c)](x, _flat(self.weight), _flat(self.bias), c.stride, c.padding, c.dilation, groups)
@@ -111,9 +115,9 @@ class _FoldedBatchNorm(_Folded):
             if bn.momentum is None:
                 factor = 1.0 / float(self.num_batches_tracked[0])
         use_batch = self.training or not tracked
-        running = (_flat(self.running_mean), _flat(self.running_var)) if tracked else (None, None)
-        weight, bias = _flat(getattr(self, "weight", None)), _flat(getattr(self, "bias", None))
-        if use_batch and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_cuda:
+        running = (_flat(self.running_mean), _flat(self.running_var))  # None when not tracked
+        weight, bias = _flat(self.weight), _flat(self.bias)  # None when not affine
+        if use_batch and _channels_last_on_cpu(x) and x.is_contiguous(memory_format=torch.channels_last):
             out, mean, var = _ChannelsLastBatchNorm.apply(x, weight, bias, bn.eps)
             if running[0] is not None:
                 with torch.no_grad():
@@ -217,20 +221,16 @@ class _PerSeedOps(TorchFunctionMode):
 class FoldedModel(VmappedModel):
     """S models of one architecture trained as one wide model (see the module docstring).
 
-    Same stacks, state and interface as `VmappedModel`; only `forward` differs. Raises ValueError when the
-    architecture has a weighted layer with no folded form."""
+    Same stacks, state and interface as `VmappedModel`; only `_run`, the call on the stacks, differs.
+    Raises ValueError when the architecture has a weighted layer with no folded form."""
 
     def __init__(self, models: list[nn.Module], device: torch.device | str = "cpu"):
         super().__init__(models, device)
         self.wide = _widen(self.base, self.n_seeds)
-        self.channels_last = torch.device(device).type == "cpu"  # oneDNN's grouped convolutions want it
         # Evaluation batches of 2000 / S images: S times 2000 images' activations at once overflow the caches
         # (bench's small ResNet on 5 seeds: 10k test images in 0.66 s at 400 a batch, 1.86 s at 2000).
         self.eval_batch = max(100, 2000 // self.n_seeds)
         self.per_seed_ops = False  # set by `fold_failure` when the forward needs `_PerSeedOps`
-        for m in self.wide.modules():
-            if isinstance(m, _FoldedConv):
-                m.channels_last = self.channels_last
 
     def _sync_modes(self) -> None:
         """The wide model's modules take the training flags of the architecture's, name by name."""
@@ -252,27 +252,14 @@ class FoldedModel(VmappedModel):
             return x.repeat(1, self.n_seeds, *[1] * (x.dim() - 2))
         return x.transpose(0, 1).reshape(x.shape[1], -1, *x.shape[3:])
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        generators: list[torch.Generator] | None = None,
-        *,
-        shared: bool = False,
-        params: dict[str, torch.Tensor] | None = None,
-        buffers: dict[str, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """As `VmappedModel.forward`: x (S, B, ...) or shared (B, ...) -> logits (S, B, classes)."""
-        bits = self._bits(x if shared else x[0], generators)
-        params = self.params if params is None else params
-        tensors = {**params, **(self.buffers if buffers is None else buffers), **bits}
+    def _run(self, params: dict, buffers: dict, bits: dict, x: torch.Tensor, shared: bool) -> torch.Tensor:
+        """All seeds' logits (S, B, classes): one call of the wide model on the folded batch."""
         with _PerSeedOps(self.n_seeds) if self.per_seed_ops else contextlib.nullcontext():
-            out = functional_call(self.wide, tensors, (self._fold(x, shared),))
+            out = functional_call(self.wide, {**params, **buffers, **bits}, (self._fold(x, shared),))
         batch = x.shape[0] if shared else x.shape[1]
         if out.dim() != 2 or out.shape[0] != batch or out.shape[1] % self.n_seeds:
             raise ValueError(f"the folded model returned {tuple(out.shape)}, not (batch, seeds*classes)")
         return out.view(batch, self.n_seeds, -1).transpose(0, 1)
-
-    __call__ = forward
 
 
 def fold_failure(model: FoldedModel, x: torch.Tensor, loss: Callable = F.cross_entropy) -> str | None:
@@ -281,7 +268,7 @@ def fold_failure(model: FoldedModel, x: torch.Tensor, loss: Callable = F.cross_e
     A model that mixes the seeds' channels only by a softmax or a concatenation over dim 1 folds with
     those taken per seed (`per_seed_ops`). On copies of the weights and buffers: nothing changes."""
     reason = _mismatch(model, x, loss)
-    if reason is not None and reason.startswith("seed "):
+    if reason is not None:
         model.per_seed_ops = True
         if _mismatch(model, x, loss) is None:
             return None

@@ -142,17 +142,19 @@ class VmappedModel:
         """x: (S, B, ...) per-seed batches, or (B, ...) one batch for every seed when `shared`;
         -> logits (S, B, classes). Dropout masks come from `generators` (one per seed) when the
         model's dropout is on."""
-        per_seed = x if shared else x[0]
-        bits = self._bits(per_seed, generators)
+        bits = self._bits(x if shared else x[0], generators)
         params = self.params if params is None else params
-        buffers = self.buffers if buffers is None else buffers
+        return self._run(params, self.buffers if buffers is None else buffers, bits, x, shared)
+
+    __call__ = forward
+
+    def _run(self, params: dict, buffers: dict, bits: dict, x: torch.Tensor, shared: bool) -> torch.Tensor:
+        """All seeds' logits (S, B, classes) from the stacks: one vmapped call of the architecture."""
 
         def one(p, b, d, xs):
             return functional_call(self.base, (p, b, d), (xs,))
 
         return vmap(one, in_dims=(0, 0, 0, None if shared else 0), randomness="different")(params, buffers, bits, x)
-
-    __call__ = forward
 
     def state_dict(self) -> dict:
         return {"params": dict(self.params), "buffers": dict(self.buffers)}
