@@ -62,22 +62,32 @@ class TrackingUnavailable(RuntimeError):
     `MLFLOW_HTTP_REQUEST_MAX_RETRIES` and `MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR` set them)."""
 
 
+RESPONSE_CUT_RETRIES = 3
+"""Calls again after a response cut off mid-way (the server went away while answering): MLflow retries
+only requests that got no answer, and every Tracker write is idempotent, so the call is simply made again
+(and MLflow's own retries then wait out the outage)."""
+
+
 def _outage_is_unavailable(method):
     """A Tracker method whose connection failures, once MLflow has given up retrying, raise
     `TrackingUnavailable` (one line naming the server) instead of MLflow's exception."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except MlflowException as err:
-            cause = err.__cause__ or err.__context__
-            if not isinstance(cause, requests.exceptions.RequestException):
-                raise
-            raise TrackingUnavailable(
-                f"--tracking-uri {masked(self.tracking_uri)}: the tracking server stopped answering "
-                f"({type(cause).__name__}, after MLflow's retries)"
-            ) from err
+        for attempt in range(RESPONSE_CUT_RETRIES + 1):
+            try:
+                return method(self, *args, **kwargs)
+            except MlflowException as err:
+                cause = err.__cause__ or err.__context__
+                if not isinstance(cause, requests.exceptions.RequestException):
+                    raise
+                cut = isinstance(cause, requests.exceptions.ChunkedEncodingError)
+                if cut and attempt < RESPONSE_CUT_RETRIES:
+                    continue
+                raise TrackingUnavailable(
+                    f"--tracking-uri {masked(self.tracking_uri)}: the tracking server stopped answering "
+                    f"({type(cause).__name__}, after MLflow's retries)"
+                ) from err
 
     return wrapper
 

@@ -8,12 +8,21 @@ after its seed runs, and that reading the store back gives the results that were
 from __future__ import annotations
 
 import pytest
+import requests
 from conftest import mlflow_runs
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from initsweep.config import parse_config
 from initsweep.results import SeedResult, TrialResult
-from initsweep.tracking import Tracker, artifact_root, read_sweep
+from initsweep.tracking import (
+    RESPONSE_CUT_RETRIES,
+    Tracker,
+    TrackingUnavailable,
+    _outage_is_unavailable,
+    artifact_root,
+    read_sweep,
+)
 
 SWEEP = parse_config(
     {
@@ -96,3 +105,36 @@ def test_reading_the_store_back_gives_the_results_written(tracker):
     failed = mlflow_runs(tracker.tracking_uri, "tracked")["trial"]
     assert {r.info.status for r in failed} == {"FINISHED", "FAILED"}
     assert next(r for r in failed if r.info.status == "FAILED").data.tags["error"] == "ValueError: boom"
+
+
+class _Flaky:
+    """A Tracker write whose first `fails` calls end as MLflow's client ends them when the server goes
+    away: an MlflowException raised from `cause` (a response cut off mid-way cannot be produced on a
+    real server at will; tests/test_faults.py stops one mid-sweep)."""
+
+    tracking_uri = "http://user:secret@127.0.0.1:5000"
+
+    def __init__(self, fails: int, cause: Exception):
+        self.fails, self.cause, self.calls = fails, cause, 0
+
+    @_outage_is_unavailable
+    def write(self) -> str:
+        self.calls += 1
+        if self.calls <= self.fails:
+            raise MlflowException("API request failed") from self.cause
+        return "written"
+
+
+def test_a_response_cut_off_midway_is_written_again_and_an_outage_is_one_line():
+    cut = requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead")
+    assert _Flaky(RESPONSE_CUT_RETRIES, cut).write() == "written"  # idempotent writes: made again
+    with pytest.raises(
+        TrackingUnavailable,
+        match=r"^--tracking-uri http://user:\*\*\*@127.0.0.1:5000: .*"
+        r"\(ChunkedEncodingError, after MLflow's retries\)$",
+    ):
+        _Flaky(RESPONSE_CUT_RETRIES + 1, cut).write()
+    refused = _Flaky(1, requests.exceptions.ConnectionError("refused"))  # MLflow has retried these already
+    with pytest.raises(TrackingUnavailable, match=r"\(ConnectionError, after MLflow's retries\)$"):
+        refused.write()
+    assert refused.calls == 1
