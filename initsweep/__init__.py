@@ -1,5 +1,8 @@
 """initsweep: which weight initialization trains a network best, across replicate seeds.
 
+`run_sweep(config)` runs a sweep and `load_results(tracking_uri, sweep)` reads one back from MLflow; both
+return a `SweepResults` with `.to_dataframe()` and `.summary()` (`initsweep.api`).
+
 Library users add their own networks and datasets here (`register_model`, `register_dataset`); a sweep
 YAML can also name them by import path (`target: "package.module:factory"`), and an installed package by
 entry points (groups `initsweep.models`, `initsweep.datasets`). Importing this package loads no torch.
@@ -9,7 +12,17 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["register_dataset", "register_model"]
+__all__ = ["SweepResults", "load_results", "register_dataset", "register_model", "run_sweep"]
+_API = ("SweepResults", "load_results", "run_sweep")
+
+
+def __getattr__(name: str) -> Any:
+    """The API on first use: `import initsweep` stays light (no pandas, Ray or MLflow until then)."""
+    if name in _API:
+        from initsweep import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'initsweep' has no attribute {name!r}")
 
 
 def register_model(name: str, factory: Any, config_class: Any = None) -> None:

@@ -1,5 +1,5 @@
-"""What a trial produces, defined once: metric names, the per-seed and per-trial records, the mean over
-seeds, and the rule for "best".
+"""What a trial produces, defined once: metric names (from `initsweep.catalog.metrics`), the per-seed and
+per-trial records, the mean over seeds, and the rule for "best".
 
 The engine fills these records, the trainable ships them to the driver as JSON, MLflow stores them and
 gives them back, and the report reads them; every layer above uses these types and no copies of them.
@@ -13,6 +13,8 @@ import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from initsweep.catalog.metrics import EPOCH_METRICS, FINAL_METRICS
 
 if TYPE_CHECKING:
     from initsweep.config import TrialConfig
@@ -28,11 +30,6 @@ __all__ = [
     "seeds_from_json",
     "seeds_to_json",
 ]
-
-EPOCH_METRICS = ("val_accuracy", "val_loss", "train_loss", "last_batch_loss", "val_accuracy_train_mode")
-"""Measured for every seed after every epoch (the last only when `train.val_train_mode` is on)."""
-FINAL_METRICS = ("val_accuracy", "val_accuracy_train_mode", "test_accuracy", "train_loss", "last_batch_loss")
-"""The report's columns: a seed's last-epoch metrics and its test accuracy."""
 
 T = TypeVar("T")
 

@@ -33,18 +33,21 @@ if [[ " $* " == *" pytest "* ]] && ! command -v chromedriver >/dev/null && comma
   apt_install chromium chromium-driver
 fi
 
-# The virtualenv, reinstalled only when pyproject.toml changes.
+# The virtualenv at the tested versions (constraints.txt; INITSWEEP_UNLOCKED=1: the newest pyproject.toml
+# allows, as scripts/lock.sh wants), reinstalled only when pyproject.toml or the lock changes.
 [ -x "$VENV/bin/python" ] || { echo "setup: creating $VENV"; python3 -m venv "$VENV"; }
+VENV=$(cd "$VENV" && pwd)
+if [ -n "${INITSWEEP_UNLOCKED:-}" ]; then lock=(); else lock=(-c constraints.txt); fi
 stamp="$VENV/.initsweep-installed"
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml "${lock[@]:1}" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing initsweep and its dependencies into $VENV (a few minutes the first time)"
   "$VENV/bin/python" -m pip install -qq --upgrade pip
-  "$VENV/bin/python" -m pip install -qq -e '.[dev]'
+  "$VENV/bin/python" -m pip install -qq "${lock[@]}" -e '.[dev]'
   echo "$want" > "$stamp"
 fi
 
 if [ $# -gt 0 ]; then
-  export PATH="$PWD/$VENV/bin:$PATH" VIRTUAL_ENV="$PWD/$VENV"
+  export PATH="$VENV/bin:$PATH" VIRTUAL_ENV="$VENV"
   exec "$@"
 fi

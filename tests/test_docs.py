@@ -33,7 +33,7 @@ def test_readme_documents_every_top_level_and_section_key():
 
 
 def test_readme_gives_the_two_setup_commands_that_ci_runs():
-    assert "scripts/setup.sh python sweeps/run.py" in README
+    assert "scripts/setup.sh initsweep run" in README
     assert "scripts/setup.sh python -m pytest" in README
     assert "scripts/setup.sh python -m pytest" in (Path(__file__).parents[1] / ".ci" / "run").read_text()
 

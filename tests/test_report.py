@@ -223,3 +223,34 @@ def test_grid_report_has_a_heatmap_per_activation_and_a_summary_with_intervals(t
     vs = {s.trial.name: s.vs_baseline for s in report.summaries}
     assert vs["rule depth=32 activation=relu"].difference.mean == pytest.approx(10.0 - 35.0)
     assert vs["default depth=32 activation=relu"] is None
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_terminal_table_fits_its_width_and_report_md_keeps_everything(tmp_path, width):
+    long = {"scheme": "kaiming_uniform", "a": 0, "mode": "fan_in", "nonlinearity": "relu"}
+    sweep = parse_config(GRID | {"schemes": [*GRID["schemes"], long], "report": {}, "grid": {"model.depth": [2, 16]}})
+    rows = []
+    for depth in (2, 16):
+        axes = {"model.depth": depth}
+        rows += [
+            row(n, s, [85.0 + d, 85.4 + d, 84.9 + d], axes=axes, train_mode=[84.0] * 3)
+            for n, s, d in (
+                ("default", "pytorch_default", 0.0),
+                ("rule", "uniform_fan_in", 0.5),
+            )
+        ]
+        name = "kaiming_uniform(a=0, mode=fan_in, nonlinearity=relu) and a label as long as people write them"
+        rows.append(row(name, "kaiming_uniform", [86.0, 86.3, 86.1], axes=axes, train_mode=[85.0] * 3))
+    report = build_report(rows, sweep, tmp_path)
+    table = report.table(width)
+    lines = table.splitlines()
+    assert max(len(line) for line in lines) <= width, table
+    header = lines[0]
+    assert "val acc % (95% CI)" in header and "scheme" in header  # the objective and its interval, always
+    assert ("test acc %" in header) and ("Δ vs baseline" in header) == (width >= 120)
+    shortened = next(line for line in lines if "kaiming" in line)
+    assert "…" in shortened and "them depth=" in shortened  # cut in the middle: the grid values stay
+    assert "(names shortened; report.md has them in full)" in table
+    assert f"| {name} depth=16 |" in (tmp_path / "report.md").read_text()
+    assert "val acc dropout-on" in (tmp_path / "report.md").read_text()
+    assert len(lines[0]) > width - 25  # the room goes to the names, not to padding

@@ -92,4 +92,4 @@ def test_help_lists_every_flag_with_examples(capsys):
     text = capsys.readouterr().out
     flags = ("--set", "--tracking-uri", "--address", "--storage-path", "--listen", "--fresh", "--no-ray", "--dry-run")
     assert all(flag in text for flag in flags)
-    assert "examples:" in text and "python sweeps/run.py sweeps/search_bounds.yaml --dry-run" in text
+    assert "examples:" in text and "initsweep run sweeps/search_bounds.yaml --dry-run" in text

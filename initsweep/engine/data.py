@@ -28,7 +28,7 @@ import torch
 from initsweep.catalog import IMPORT
 from initsweep.catalog.datasets import DATASETS, REGISTERED_DATASETS, DatasetInfo
 from initsweep.config import ConfigError, DataConfig
-from initsweep.engine.models import problem_of, resolve_target
+from initsweep.engine.usercode import problem_of, resolve_target
 
 if TYPE_CHECKING:
     from torchvision import datasets

@@ -9,10 +9,7 @@ is one line naming the key.
 
 from __future__ import annotations
 
-import importlib
 import math
-import os
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -24,11 +21,12 @@ from initsweep.catalog.schemes import SchemeError
 from initsweep.config import ConfigError, SchemeRow, SweepConfig, TrialConfig
 from initsweep.engine.diagnostics import init_diagnostics
 from initsweep.engine.schemes import apply_scheme, plan_init
+from initsweep.engine.usercode import problem_of, resolve_target
 
 if TYPE_CHECKING:
     from initsweep.engine.data import Data
 
-__all__ = ["ACTIVATION_MODULES", "BUILDERS", "build_model", "check_buildable", "check_sweep", "resolve_target"]
+__all__ = ["ACTIVATION_MODULES", "BUILDERS", "build_model", "check_buildable", "check_sweep"]
 
 ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -69,38 +67,6 @@ def build_cnn(cfg: CNNConfig, input_shape: tuple[int, ...], num_classes: int) ->
 
 BUILDERS: dict[str, Callable[..., nn.Module]] = {"mlp": build_mlp, "cnn": build_cnn}
 """`build(cfg, input_shape, num_classes) -> nn.Module`, weights left for a scheme to set."""
-
-
-def problem_of(err: BaseException) -> str:
-    """An exception as one short phrase: `ValueError: bad width`."""
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:300]}" if text else type(err).__name__
-
-
-def resolve_target(target: str, key: str) -> Callable[..., Any]:
-    """The callable at `package.module:attribute`, imported from the working folder or the installed
-    packages; a `ConfigError` naming `key` when it does not import, lacks the attribute or is not callable."""
-    module_name, _, attribute = target.partition(":")
-    if os.getcwd() not in sys.path:  # `python sweeps/run.py` puts sweeps/ on the path, not the working folder
-        sys.path.append(os.getcwd())
-    importlib.invalidate_caches()
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name and module_name.startswith(err.name) and module_name.split(".")[0] == err.name.split(".")[0]:
-            raise ConfigError(
-                f"{key}: no module named {err.name!r} (looked in {os.getcwd()} and the installed packages)"
-            ) from None
-        raise ConfigError(f"{key}: importing {module_name!r} fails: {problem_of(err)}") from None
-    except Exception as err:  # a syntax error or an exception while the module runs
-        raise ConfigError(f"{key}: importing {module_name!r} fails: {problem_of(err)}") from None
-    for part in attribute.split("."):
-        if not hasattr(obj, part):
-            raise ConfigError(f"{key}: {module_name!r} has no attribute {attribute!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ConfigError(f"{key}: {target} is a {type(obj).__name__}, not a function")
-    return obj
 
 
 def _model_key(cfg) -> str:

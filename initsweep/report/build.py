@@ -28,8 +28,9 @@ from initsweep.report.summary import (
     reference_section,
     result_table,
     summarize,
+    terminal_table,
 )
-from initsweep.report.tables import ci_cell, md_table, text_table
+from initsweep.report.tables import ci_cell, md_table, shorten
 from initsweep.results import TrialResult
 
 __all__ = ["Report", "build_report"]
@@ -40,10 +41,25 @@ class Report:
     folder: Path
     files: list[Path]
     summaries: list[RowSummary]
-    text: str
-    """The result table for the terminal."""
+    sweep: SweepConfig
+    failed: Sequence[tuple[str, str]] = ()
     chosen: dict[str, dict] = field(default_factory=dict)
     """A tuned sweep's choices: row (and grid values) -> the values it chose on the tuning seeds."""
+
+    def table(self, width: int = 120) -> str:
+        """The result table for a terminal `width` columns wide (the essential columns; report.md has all)."""
+        text, shortened = terminal_table(self.summaries, self.sweep, width)
+        if shortened:
+            text += "\n(names shortened; report.md has them in full)"
+        if self.failed:
+            lines = [shorten(f"  {n}: {e}", width) for n, e in self.failed]
+            text += "\n\nfailed (no result, after their retries):\n" + "\n".join(lines)
+        return text
+
+    @property
+    def text(self) -> str:
+        """The result table at 120 columns."""
+        return self.table()
 
 
 def build_report(
@@ -118,10 +134,8 @@ def build_report(
     files += theory_pngs.values()
     files += tuning_pngs.values()
     files += pngs.values()
-    text = text_table(header, cells)
-    if failed:
-        text += "\n\nfailed (no result, after their retries):\n" + "\n".join(f"  {n}: {e}" for n, e in failed)
-    return Report(folder, files, summaries, text, {c.name: c.chosen for c in chosen if c.chosen is not None})
+    chosen_values = {c.name: c.chosen for c in chosen if c.chosen is not None}
+    return Report(folder, files, summaries, sweep, list(failed), chosen_values)
 
 
 def _tuned_note(sweep: SweepConfig) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from initsweep.catalog.schemes import Range
 from initsweep.config import SweepConfig
 from initsweep.report.stats import ADJUSTMENT, Interval, Paired, adjust_p_values, mean_ci, paired_difference
-from initsweep.report.tables import ci_cell, fmt, md_table, p_cell, signed_ci
+from initsweep.report.tables import ci_cell, fmt, md_table, p_cell, shorten, signed_ci, text_table
 from initsweep.results import FINAL_METRICS, TrialResult, rank_key
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "reference_section",
     "result_table",
     "summarize",
+    "terminal_table",
 ]
 
 
@@ -112,6 +113,69 @@ def result_table(summaries: list[RowSummary], sweep: SweepConfig) -> tuple[list[
             )
         cells.append(row)
     return header, cells
+
+
+METRIC_LABELS = {
+    "val_accuracy": "val acc %",
+    "val_accuracy_train_mode": "val acc dropout-on %",
+    "test_accuracy": "test acc %",
+    "train_loss": "train loss",
+    "val_loss": "val loss",
+    "last_batch_loss": "last-batch loss",
+}
+MIN_NAME_WIDTH = 20
+"""The trial names' column is never cut narrower than this; columns are left out first."""
+
+
+def terminal_table(summaries: list[RowSummary], sweep: SweepConfig, width: int) -> tuple[str, bool]:
+    """The result table within `width` columns, and whether a name was shortened: the objective with its
+    interval always; then, while they fit, test accuracy, the paired difference with the baseline, the
+    diverged count, the adjusted p, the dropout-on accuracy, the training loss. Names are cut in the middle
+    to what is left; report.md has every column and the full names."""
+    pct, obj = round(sweep.report.level * 100), sweep.objective.metric
+    has = {m for s in summaries for m in s.intervals}
+    has_baseline = any(s.vs_baseline is not None for s in summaries)
+    ranked = list(enumerate(summaries, 1))
+
+    def mean_of(metric: str, digits: int):
+        return lambda s: fmt(s.intervals[metric].mean, digits) if metric in s.intervals else "-"
+
+    def vs(cell, baseline: str = ""):
+        return lambda s: baseline if s.vs_baseline is None else cell(s.vs_baseline)
+
+    columns = [  # (priority: 0 always shown, lower kept longer; header; cell)
+        (0, "#", None),
+        (0, "scheme", None),
+        (0, "n", lambda s: str(len(s.trial.seeds))),
+        (0, f"{METRIC_LABELS.get(obj, obj)} ({pct}% CI)", lambda s: ci_cell(s.intervals.get(obj))),
+    ]
+    if "val_accuracy_train_mode" in has and obj != "val_accuracy_train_mode":
+        train_mode = f"val acc dropout-on % ({pct}% CI)"
+        columns.append((5, train_mode, lambda s: ci_cell(s.intervals["val_accuracy_train_mode"])))
+    if "test_accuracy" in has and obj != "test_accuracy":
+        columns.append((1, "test acc %", mean_of("test_accuracy", 2)))
+    columns.append((6, "train loss", mean_of("train_loss", 4)))
+    columns.append((3, "diverged", lambda s: str(s.diverged)))
+    if has_baseline:
+        columns.append((2, f"Δ vs baseline ({pct}% CI)", vs(lambda v: signed_ci(v.difference), "baseline")))
+        columns.append((4, "p (BH)", vs(lambda v: p_cell(v.p_adjusted))))
+
+    names = [s.trial.name for s in summaries]
+    cells = {h: [cell(s) for s in summaries] for _, h, cell in columns if cell is not None}
+    cells["#"] = [str(rank) for rank, _ in ranked]
+
+    def need(kept) -> int:  # the width without the names' column, separators included
+        return sum(max(len(h), *(len(c) for c in cells[h])) for _, h, _ in kept if h != "scheme") + 2 * (len(kept) - 1)
+
+    kept = list(columns)
+    while need(kept) + MIN_NAME_WIDTH > width and max(p for p, _, _ in kept) > 0:
+        kept.remove(max(kept, key=lambda c: c[0]))
+    room = max(MIN_NAME_WIDTH, width - need(kept))
+    cells["scheme"] = [shorten(n, room) for n in names]
+    header = [h for _, h, _ in kept]
+    rows = [[cells[h][i] for h in header] for i in range(len(summaries))]
+    text = "\n".join(line.rstrip() for line in text_table(header, rows).splitlines())
+    return text, any(len(n) > room for n in names)
 
 
 def reference_section(summaries: list[RowSummary], sweep: SweepConfig) -> str:

@@ -6,7 +6,7 @@ import math
 
 from initsweep.report.stats import Interval
 
-__all__ = ["ci_cell", "fmt", "md_table", "p_cell", "signed_ci", "text_table"]
+__all__ = ["ci_cell", "fmt", "md_table", "p_cell", "shorten", "signed_ci", "text_table"]
 
 
 def fmt(x: float | None, digits: int = 2) -> str:
@@ -37,6 +37,15 @@ def text_table(header: list[str], cells: list[list[str]], left: int = 1) -> str:
     widths = [max(len(r[i]) for r in [header, *cells]) for i in range(len(header))]
     line = "  ".join(f"{{:{'<' if i == left else '>'}{w}}}" for i, w in enumerate(widths))
     return "\n".join([line.format(*header), line.format(*("-" * w for w in widths))] + [line.format(*c) for c in cells])
+
+
+def shorten(text: str, width: int) -> str:
+    """`text` cut in the middle to `width` characters, keeping its start (the scheme) and its end (the grid
+    values): `kaiming_normal(a=0, m…) depth=16`."""
+    if len(text) <= width:
+        return text
+    tail = (width - 1) // 2
+    return text[: width - 1 - tail] + "…" + (text[len(text) - tail :] if tail else "")
 
 
 def md_table(header: list[str], cells: list[list[str]]) -> str:

@@ -7,6 +7,7 @@ its printer, fresh clocks), which `attach` registers under that key before the T
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from initsweep.sweep.resources import describe, trial_request
 from initsweep.sweep.space import trial_from_params
 from initsweep.tracking import Tracker
 
-__all__ = ["Live", "Progress", "RecordTrials", "attach", "progress_line", "result_of", "stall_line"]
+__all__ = ["Live", "Progress", "ProgressBar", "RecordTrials", "attach", "progress_line", "result_of", "stall_line"]
 
 
 @dataclass
@@ -31,6 +32,8 @@ class Live:
     sweep: SweepConfig
     tracker: Tracker
     printer: Any = print
+    progress_bar: bool = False
+    """A live bar on the terminal (`ProgressBar`) instead of a line per finished trial."""
 
 
 _LIVE: dict[str, Live] = {}
@@ -108,8 +111,40 @@ def _clock(seconds: float) -> str:
     return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
+class ProgressBar:
+    """The terminal's live bar: trials done/total, elapsed and ETA, the best so far; other lines (a failed
+    trial, a stall) print above it. Built on tqdm, which redraws in place and fits the terminal's width."""
+
+    def __init__(self, total: int, done: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=total,
+            initial=done,
+            file=sys.stdout,
+            dynamic_ncols=True,
+            smoothing=0,  # ETA from the mean rate: trials finish in bursts when they run side by side
+            desc="trials",
+            bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}{postfix}",
+        )
+
+    def update(self, done: int, best_text: str) -> None:
+        self.bar.set_postfix_str(best_text, refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def write(self, line: str) -> None:
+        self.bar.write(line, file=sys.stdout)
+
+    def tick(self) -> None:
+        self.bar.refresh()  # the clock moves while trials run
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 class Progress(_KeyedCallback):
-    """One line per finished trial: done/total, its objective, the best so far, elapsed time and ETA.
+    """One line per finished trial: done/total, its objective, the best so far, elapsed time and ETA; on a
+    terminal (`Live.progress_bar`) one live bar with the same facts instead, and lines only for failures.
 
     It also watches for a stalled sweep: trials pending, none running and none started for
     `resources.stall_warning_s` seconds (say, the GPU they ask for is held by something else) gets one
@@ -121,9 +156,21 @@ class Progress(_KeyedCallback):
     def setup(self, **info) -> None:
         self.start, self.done_at_start = time.monotonic(), None
         self.active_at, self.warned_at = self.start, None
+        self.bar: ProgressBar | None = None
+
+    def _print(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            self.live.printer(line, flush=True)
 
     def on_step_end(self, iteration, trials, **info) -> None:
         now = time.monotonic()
+        if self.live.progress_bar:
+            if self.bar is None:
+                done = sum(t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials)
+                self.bar = ProgressBar(self.live.sweep.n_trials, done)
+            self.bar.tick()
         pending = [t for t in trials if t.status == Trial.PENDING]
         if not pending or any(t.status == Trial.RUNNING for t in trials):
             self.active_at = now
@@ -132,7 +179,7 @@ class Progress(_KeyedCallback):
         if now - self.active_at < stall_s or (self.warned_at is not None and now - self.warned_at < 10 * stall_s):
             return
         self.warned_at = now
-        self.live.printer(stall_line(self.live, pending, now - self.active_at), flush=True)
+        self._print(stall_line(self.live, pending, now - self.active_at))
 
     def _line(self, trials: list[Trial], tune_trial: Trial, failed: bool) -> None:
         sweep = self.live.sweep
@@ -155,6 +202,10 @@ class Progress(_KeyedCallback):
         best_text = (
             f"best {trial_from_params(sweep, top.config).name} {top.last_result['objective']:.4g}" if top else "best -"
         )
+        if self.bar is not None:
+            self.bar.update(done, best_text)
+            if not failed:
+                return
         line = progress_line(
             sweep,
             done,
@@ -166,13 +217,18 @@ class Progress(_KeyedCallback):
             elapsed=elapsed,
             eta=rate * max(0, sweep.n_trials - done),
         )
-        self.live.printer(line, flush=True)
+        self._print(line)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._line(trials, trial, failed=False)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._line(trials, trial, failed=True)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 class RecordTrials(_KeyedCallback):

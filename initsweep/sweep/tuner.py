@@ -59,9 +59,18 @@ class SweepOutcome:
     best: TrialResult | None
     """The best trial that neither diverged nor failed."""
     resumed: bool
-    n_errors: int
-    n_finished: int
-    """Trials recorded with a result (a tuned sweep's candidates included)."""
+    results: list[TrialResult]
+    """Every trial recorded with a result (a tuned sweep's candidates included), as MLflow holds it."""
+    failed: list[tuple[str, str]]
+    """(name, the error's last line) of each trial that failed after its retries."""
+
+    @property
+    def n_errors(self) -> int:
+        return len(self.failed)
+
+    @property
+    def n_finished(self) -> int:
+        return len(self.results)
 
 
 def _sweep_id(exp_dir: Path, fresh: bool) -> str:
@@ -87,10 +96,12 @@ def run_sweep(
     fresh: bool = False,
     verbose: bool = False,
     printer=print,
+    progress_bar: bool = False,
 ) -> SweepOutcome:
     """Run (or resume) a sweep on the connected Ray cluster and record it through `tracker`. `data` goes
-    to the object store once, unless it is there already (`StoredData.put`: then a caller that drops its
-    own `Data` keeps no private copy during the sweep, as `sweeps/run.py` does)."""
+        to the object store once, unless it is there already (`StoredData.put`: then a caller that drops its
+        own `Data` keeps no private copy during the sweep, as `initsweep.api.run_sweep` does). `progress_bar`: one
+    live bar (done/total, best so far, ETA) instead of a line per finished trial."""
     exp_dir = experiment_dir(sweep, storage_path)
     check_resources(sweep.resources, printer)  # before anything is written: a trial no node can hold
     check_cluster(is_local_uri(tracker.tracking_uri), masked(tracker.tracking_uri), exp_dir.parent)
@@ -108,7 +119,7 @@ def run_sweep(
             "custom_resources": dict(sweep.resources.custom),
         },
     )
-    attach(sweep_id, Live(sweep, tracker, printer))  # before a restore unpickles the callbacks
+    attach(sweep_id, Live(sweep, tracker, printer, progress_bar))  # before a restore unpickles the callbacks
     can_restore = tune.Tuner.can_restore(str(exp_dir))
     if can_restore:
         printer(f"resuming sweep {sweep_id} from {exp_dir}", flush=True)
@@ -163,8 +174,8 @@ def run_sweep(
         report,
         top,
         resumed=can_restore,
-        n_errors=len(failed),
-        n_finished=len(results),
+        results=results,
+        failed=failed,
     )
 
 

@@ -1,0 +1,182 @@
+"""The `init` section and the `schemes` rows: which layers a scheme initializes, per-layer overrides, the
+biases, and each scheme's parameters checked (and "auto" resolved) against the scheme registry."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from initsweep.catalog.schemes import AUTO, SchemeError, get_scheme, resolve_auto, validate_params
+from initsweep.config.base import _Strict
+from initsweep.config.errors import shown
+
+LAYER_TYPES = (
+    "Linear",
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "ConvTranspose3d",
+    "Embedding",
+)
+"""The `torch.nn` layer types a scheme may initialize (`init.layers.types`)."""
+DEFAULT_LAYER_TYPES = ("Linear", "Conv1d", "Conv2d", "Conv3d")
+LayerType = Literal[LAYER_TYPES]
+
+
+class LayersConfig(_Strict):
+    """Which layers the trial's scheme initializes: by type, then by name (`fnmatch` globs on the
+    module's qualified name, as `model.named_modules()` gives it: `layer1.0.conv2`)."""
+
+    types: list[LayerType] = Field(default=list(DEFAULT_LAYER_TYPES), min_length=1)
+    """The layer types the scheme initializes (names of `torch.nn` classes)."""
+    include: list[Annotated[str, Field(min_length=1)]] = []
+    """Only layers whose name matches one of these globs; empty: every layer of those types."""
+    exclude: list[Annotated[str, Field(min_length=1)]] = []
+    """Leave out layers whose name matches one of these globs (they keep their own default init)."""
+
+    @property
+    def default(self) -> bool:
+        return tuple(self.types) == DEFAULT_LAYER_TYPES and not self.include and not self.exclude
+
+    def summary(self) -> str:
+        """`Linear,Conv2d include=layer* exclude=fc` (what MLflow and the dry run show)."""
+        text = ",".join(self.types)
+        text += f" include={','.join(self.include)}" if self.include else ""
+        return text + (f" exclude={','.join(self.exclude)}" if self.exclude else "")
+
+
+class OverrideRule(_Strict):
+    """A scheme for the layers whose name matches `match`. In YAML a flat mapping:
+    `{match: "*.bn2", scheme: constant, value: 0}`."""
+
+    match: str = Field(min_length=1)
+    """An `fnmatch` glob on the module's qualified name (`*.bn2`, `fc`); it must match a layer with weights."""
+    scheme: str
+    """A per-layer scheme from the registry (not lsuv); pytorch_default keeps the layer's own init."""
+    params: dict[str, int | float | str] = {}
+    """The scheme's parameters, given flat beside `scheme` (`value: 0`); defaults filled in."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_to_params(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or "params" in raw:
+            return raw
+        for key in ("match", "scheme"):
+            if key not in raw:
+                raise ValueError(f"{key}: missing (a rule is {{match: GLOB, scheme: NAME, PARAM: VALUE}})")
+        given = {k: v for k, v in raw.items() if k not in ("match", "scheme")}
+        for key, value in given.items():  # checked here, so that the message names the parameter
+            if not isinstance(key, str):
+                raise SchemeError("not a parameter name (a string)", shown(key))
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                raise SchemeError(f"{shown(value)} is not a number or a name", key)
+        return {"match": raw["match"], "scheme": raw["scheme"], "params": given}
+
+    @model_validator(mode="after")
+    def _params_fit_scheme(self) -> OverrideRule:
+        if get_scheme(self.scheme).whole_model and self.scheme != "pytorch_default":
+            raise SchemeError(f"{self.scheme} works on the whole model; a rule takes a per-layer scheme", "scheme")
+        object.__setattr__(self, "params", validate_params(self.scheme, self.params))
+        return self
+
+    def summary(self) -> str:
+        params = ",".join(f"{k}={v:g}" if isinstance(v, int | float) else f"{k}={v}" for k, v in self.params.items())
+        return f"{self.match}={self.scheme}({params})" if params else f"{self.match}={self.scheme}"
+
+
+class InitConfig(_Strict):
+    bias: Literal["zeros", "constant", "normal", "default"] = "zeros"
+    """Bias init for every scheme but `pytorch_default`: zeros (the seed), a constant, N(0, bias_std^2)
+    (mean-field theory's sigma_b), or the layer's own."""
+    bias_value: float = 0.0
+    """The bias when `bias` is `constant`."""
+    bias_std: float = Field(default=0.0, ge=0.0)
+    """The biases' standard deviation sigma_b when `bias` is `normal` (drawn per layer from the init seed)."""
+    layers: LayersConfig = LayersConfig()
+    """Which layers the scheme initializes; default: every Linear and Conv1d/2d/3d."""
+    overrides: list[OverrideRule] = []
+    """Rules `{match: GLOB, scheme: NAME, PARAM: VALUE}` for named layers (norm layers too); the last match wins."""
+
+    @model_validator(mode="after")
+    def _value_needs_constant(self) -> InitConfig:
+        if self.bias_value != 0.0 and self.bias != "constant":
+            raise ValueError(f"bias_value: only used with bias: constant, not {self.bias}")
+        if self.bias_std != 0.0 and self.bias != "normal":
+            raise ValueError(f"bias_std: only used with bias: normal, not {self.bias}")
+        return self
+
+    @property
+    def bias_variance(self) -> float | None:
+        """sigma_b^2, the biases' mean square (what mean-field theory needs); None for the layers' own,
+        whose variance, 1 / (3 fan_in), differs from layer to layer."""
+        return {"zeros": 0.0, "constant": self.bias_value**2, "normal": self.bias_std**2}.get(self.bias)
+
+
+def resolve_scheme(
+    name: str, params: dict[str, Any], activation: str | None, init: InitConfig
+) -> dict[str, float | int | str]:
+    """The scheme's parameters with every "auto" resolved: a gain or nonlinearity for `activation`
+    (`resolve_auto`), and `critical`'s weight variance to the edge of chaos for `activation` and the
+    biases' variance (imported only then: mean-field theory needs NumPy, which nothing else here does)."""
+    full = resolve_auto(name, params, activation)
+    theory_keys = [k for k, p in get_scheme(name).params.items() if p.auto_from_theory and full[k] == AUTO]
+    for key in theory_keys:
+        from initsweep.theory import ACTIVATIONS, critical_weight_variance
+
+        if activation not in ACTIVATIONS:
+            known = ", ".join(ACTIVATIONS)
+            raise SchemeError(f"'auto' needs a model activation mean-field theory knows ({known})", key)
+        if init.bias_variance is None:
+            raise SchemeError("'auto' needs init.bias zeros, constant or normal (the layers' own differ by layer)", key)
+        try:
+            full[key] = critical_weight_variance(activation, init.bias_variance)
+        except ValueError as err:
+            raise SchemeError(f"'auto' has no edge of chaos here: {err}", key) from None
+    return full
+
+
+class SchemeRow(_Strict):
+    """One init scheme and its parameters. In YAML a flat mapping: `{scheme: uniform, low: -0.5, high: 0.5}`."""
+
+    scheme: str
+    """A name from the scheme registry."""
+    params: dict[str, int | float | str] = {}
+    """Every parameter of the scheme, defaults filled in."""
+    label: str | None = None
+    """Name for tables and run names; default: the scheme and its parameters."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_to_params(cls, raw: Any) -> Any:
+        if isinstance(raw, str):
+            raw = {"scheme": raw}
+        if not isinstance(raw, dict) or "params" in raw:
+            return raw
+        if "scheme" not in raw:
+            raise ValueError("scheme: missing (each row needs a scheme name)")
+        given = {k: v for k, v in raw.items() if k not in ("scheme", "label")}
+        for key, value in given.items():  # checked here, so that the message names the parameter
+            if not isinstance(key, str):
+                raise SchemeError("not a parameter name (a string)", shown(key))
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SchemeError(f"{value!r} is not a finite number", key)
+            if not isinstance(value, int | float | str):
+                raise SchemeError(f"{shown(value)} is not a number or a name", key)
+        row = {"scheme": raw["scheme"], "params": given}
+        return row | ({"label": raw["label"]} if "label" in raw else {})
+
+    @model_validator(mode="after")
+    def _params_fit_scheme(self) -> SchemeRow:
+        object.__setattr__(self, "params", validate_params(self.scheme, self.params))
+        return self
+
+    @property
+    def name(self) -> str:
+        if self.label:
+            return self.label
+        shown = ", ".join(f"{k}={v:g}" if isinstance(v, int | float) else f"{k}={v}" for k, v in self.params.items())
+        return f"{self.scheme}({shown})" if shown else self.scheme
