@@ -178,7 +178,7 @@ def run_sweep(
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-    from initsweep.engine.data import load_configured
+    from initsweep.engine.data import lineage, load_configured
     from initsweep.engine.models import check_sweep
     from initsweep.sweep.cluster import connect
 
@@ -195,6 +195,7 @@ def run_sweep(
     from initsweep.sweep.trainable import StoredData
     from initsweep.sweep.tuner import run_sweep as run_tuner  # imports Ray: after connect() set its environment
 
+    data_lineage = lineage(sweep.data, data)  # what MLflow records of it, before the driver drops its copy
     stored = StoredData.put(data)  # every worker of a node maps this one copy
     del data  # and the driver keeps none of its own during the sweep (219 MB for FashionMNIST)
     if not verbose:  # after the imports: Optuna sets its own level when it loads
@@ -212,6 +213,7 @@ def run_sweep(
         verbose=verbose,
         printer=printer,
         progress_bar=progress_bar,
+        data_lineage=data_lineage,
     )
     return SweepResults(
         sweep,

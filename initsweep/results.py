@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EPOCH_METRICS",
     "FINAL_METRICS",
+    "DataLineage",
     "SeedResult",
     "TrialResult",
     "aggregate",
@@ -32,6 +33,26 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DataLineage:
+    """Which data a sweep trained on, as MLflow's dataset inputs record it: computed once by the driver
+    from the loaded tensors (`initsweep.engine.data.lineage`), logged on every trial and seed run."""
+
+    name: str
+    """The dataset's name (`fashion_mnist`, a registered name) or its loader's import path."""
+    source: str
+    """Where it was read from: the raw files' folder, or `module:function` with its kwargs."""
+    digest: str
+    """A hash of the split tensors themselves (shapes and bytes): equal digests, equal data and split."""
+    sizes: dict[str, int]
+    """Examples in train, val and test."""
+    settings: dict[str, Any]
+    """The split's settings: split_seed, limit, val_fraction, normalize."""
+
+    def profile(self) -> dict[str, Any]:
+        return {"sizes": self.sizes} | self.settings
 
 
 @dataclass

@@ -26,13 +26,14 @@ import requests
 import yaml
 from filelock import FileLock
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from initsweep.catalog.schemes import typed_params
 from initsweep.config import ConfigError, SchemeRow, SweepConfig, TrialConfig, parse_config
 from initsweep.prediction import predict
-from initsweep.results import EPOCH_METRICS, SeedResult, TrialResult, aggregate
+from initsweep.results import EPOCH_METRICS, DataLineage, SeedResult, TrialResult, aggregate
 
 __all__ = [
     "Tracker",
@@ -94,7 +95,7 @@ def _outage_is_unavailable(method):
 
 def default_tracking_uri(given: str | None = None) -> str:
     """The store a command uses: the one given, else `$MLFLOW_TRACKING_URI`, else MLflow's own default
-    (`sqlite:///mlflow.db` in the working folder), so `sweeps/ui.py` run in the same folder shows the runs."""
+    (`sqlite:///mlflow.db` in the working folder), so `initsweep ui` run in the same folder shows the runs."""
     if given:
         return given
     import mlflow
@@ -169,7 +170,7 @@ def ui_hint(uri: str, experiment_id: str, run_id: str) -> str:
     page = f"#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
     if urlparse(uri).scheme in ("http", "https"):
         return f"open {masked(uri).rstrip('/')}/{page}"
-    return f"python sweeps/ui.py --tracking-uri '{uri}', then open http://127.0.0.1:5000/{page}"
+    return f"initsweep ui --tracking-uri '{uri}', then open http://127.0.0.1:5000/{page}"
 
 
 def _code_version() -> str:
@@ -218,6 +219,10 @@ def _first_use_lock(uri: str):
     return FileLock(Path(tempfile.gettempdir()) / f"initsweep-mlflow-{key}.lock", timeout=300)
 
 
+DATASET_SOURCE_TYPE = "local"
+"""How MLflow's dataset inputs name a source read from a path (the UI shows the `uri` in the source JSON)."""
+
+
 class Tracker:
     """Writes a sweep into an MLflow store. Picklable: the client is made on first use."""
 
@@ -227,6 +232,7 @@ class Tracker:
         self.sweep_id: str | None = None
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
+        self.lineage: DataLineage | None = None
         self._client: MlflowClient | None = None
 
     def __getstate__(self) -> dict:
@@ -263,9 +269,12 @@ class Tracker:
         return list(self.client.search_runs([self.experiment_id], query, max_results=10_000))
 
     @_outage_is_unavailable
-    def start_sweep(self, sweep: SweepConfig, sweep_id: str, experiment_dir: str) -> str:
-        """Find or create the sweep's parent run and mark it RUNNING; returns its id."""
-        self.sweep, self.sweep_id = sweep, sweep_id
+    def start_sweep(
+        self, sweep: SweepConfig, sweep_id: str, experiment_dir: str, lineage: DataLineage | None = None
+    ) -> str:
+        """Find or create the sweep's parent run and mark it RUNNING; returns its id. `lineage`: the data
+        every trial and seed run then records as its dataset input (MLflow's Dataset column)."""
+        self.sweep, self.sweep_id, self.lineage = sweep, sweep_id, lineage
         with _first_use_lock(self.tracking_uri):
             self.experiment_id = self._experiment()
         found = self._find("sweep")
@@ -303,6 +312,7 @@ class Tracker:
             params |= {"sampler": s.search.sampler, "search.seed": s.search.seed}
         params |= {f"grid.{key}": values for key, values in s.grid.items()}
         self.client.log_batch(self.parent_run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        self._log_data(self.parent_run_id)
         self.client.log_text(
             self.parent_run_id, yaml.safe_dump(s.model_dump(mode="json"), sort_keys=False), "sweep.yaml"
         )
@@ -354,6 +364,7 @@ class Tracker:
         name = record.name
         trial_run = c.create_run(self.experiment_id, tags=trial_tags, run_name=name).info.run_id
         c.log_batch(trial_run, params=params)
+        self._log_data(trial_run)
         if record.seeds:
             epochs = min(len(s.epochs) for s in record.seeds)
             metrics = [m for e in range(1, epochs + 1) for m in _metrics(aggregate(record.seeds, e), e, ts)]
@@ -381,6 +392,7 @@ class Tracker:
             tags["diverged_step"] = str(seed.diverged_step)
         run = c.create_run(self.experiment_id, tags=tags, run_name=f"{name} seed={seed.seed}").info.run_id
         c.log_batch(run, params=[*params, Param("seed", str(seed.seed))])
+        self._log_data(run)
         metrics = [m for e, values in enumerate(seed.epochs, 1) for m in _metrics(values, e, ts)]
         metrics += [Metric("minibatch_loss", loss, ts, step) for step, loss in seed.step_losses]
         if seed.test_accuracy is not None:
@@ -389,6 +401,18 @@ class Tracker:
         self._log_metrics(run, metrics)
         c.log_text(run, json.dumps(seed.diagnostics, indent=1), "init_diagnostics.json")
         c.set_terminated(run, RunStatus.to_string(RunStatus.FINISHED))
+
+    def _log_data(self, run_id: str) -> None:
+        """The sweep's data as the run's dataset input: name, digest, source, and a profile with the split's
+        sizes and settings (a run is written once: a partial one is deleted and written anew)."""
+        if self.lineage is None:
+            return
+        d = self.lineage
+        dataset = Dataset(
+            d.name, d.digest, DATASET_SOURCE_TYPE, json.dumps({"uri": d.source}), profile=json.dumps(d.profile())
+        )
+        context = InputTag(MLFLOW_DATASET_CONTEXT, "training")
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[context])])
 
     def _log_metrics(self, run_id: str, metrics: list[Metric]) -> None:
         for i in range(0, len(metrics), MAX_BATCH):

@@ -88,3 +88,32 @@ def test_missing_files_and_failed_download_name_the_paths_and_the_fix(tmp_path, 
     assert "\n" not in text
     assert str(tmp_path / "no-such-dir") in text and str(tmp_path / "cache" / "FashionMNIST" / "raw") in text
     assert "apt-get install -y dataset-fashion-mnist" in text
+
+
+def digest_of(data) -> str:
+    """The lineage digest, computed here from its definition: BLAKE2b-64 over each split tensor's dtype,
+    shape and raw bytes, train x, y, then validation, then test."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=8)
+    for split in (data.train, data.val, data.test):
+        for t in (split.x, split.y):
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode() + t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_lineage_names_the_data_its_digest_and_its_split():
+    from initsweep.config import DataConfig
+    from initsweep.engine.data import lineage, load_configured
+
+    config = DataConfig(limit=2000)
+    data = load_configured(config)
+    seen = lineage(config, data)
+    assert (seen.name, seen.source) == ("fashion_mnist", "/usr/share/datasets/fashion-mnist")
+    assert seen.digest == digest_of(data) and len(seen.digest) == 16
+    assert seen.sizes == {"train": 1600, "val": 400, "test": 10_000}
+    assert seen.settings == {"split_seed": 0, "limit": 2000, "val_fraction": 0.2, "normalize": False}
+    other_seed = DataConfig(limit=2000, split_seed=1)
+    assert lineage(other_seed, load_configured(other_seed)).digest != seen.digest  # same images, other split
+    other_limit = DataConfig(limit=3000)
+    assert lineage(other_limit, load_configured(other_limit)).sizes["train"] == 2400

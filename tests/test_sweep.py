@@ -41,7 +41,7 @@ def test_grid_sweep_records_every_trial_and_seed_and_resumes_idempotently(tmp_pa
     assert [line.split("]")[0] for line in out.splitlines() if line.startswith("[")] == ["[1/3", "[2/3", "[3/3"]
     assert "ETA" in out and "best " in out
     assert "val acc % (95% CI)" in out and "3/3 trials done (0 failed)" in out
-    assert "UI: python sweeps/ui.py --tracking-uri 'sqlite:///" in out
+    assert "UI: initsweep ui --tracking-uri 'sqlite:///" in out
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"  # MLflow's own default, in the working directory
     runs = mlflow_runs(uri, "smoke")
@@ -65,6 +65,21 @@ def test_grid_sweep_records_every_trial_and_seed_and_resumes_idempotently(tmp_pa
     seed_acc = [r.data.metrics["val_accuracy"] for r in seeds]
     assert rule.data.metrics["val_accuracy"] == sum(seed_acc) / 2  # the trial's mean over its seeds
     assert "val_accuracy_std" in rule.data.metrics and "test_accuracy" in rule.data.metrics
+    # Every trial and seed run names its data (MLflow's Dataset column): the smoke sweep's 2,000 images.
+    from test_data import digest_of
+
+    from initsweep.config import DataConfig
+    from initsweep.engine.data import load_configured
+
+    digest = digest_of(load_configured(DataConfig(limit=2000)))
+    for run in runs["trial"] + runs["seed"]:
+        (data_input,) = client.get_run(run.info.run_id).inputs.dataset_inputs
+        dataset = data_input.dataset
+        assert (dataset.name, dataset.digest) == ("fashion_mnist", digest)
+        assert json.loads(dataset.source) == {"uri": "/usr/share/datasets/fashion-mnist"}
+        profile = json.loads(dataset.profile)
+        assert profile["sizes"] == {"train": 1600, "val": 400, "test": 10_000} and profile["split_seed"] == 0
+        assert [(t.key, t.value) for t in data_input.tags] == [("mlflow.data.context", "training")]
     for s in seeds:
         assert s.data.params["seed"] in ("0", "1") and s.data.tags["diverged"] == "false"
         assert len(client.get_metric_history(s.info.run_id, "minibatch_loss")) == 1  # 16 steps, one per 10

@@ -92,6 +92,9 @@ def test_the_mlflow_ui_shows_the_sweep_in_headless_chromium(tmp_path, browser):
         shows(browser, "smoke (grid)")
         browser.find_element(By.XPATH, "//*[text()='smoke (grid)']/ancestor::*[@role='gridcell'][1]//button").click()
         shows(browser, "constant(value=0)", "uniform_fan_in(c=1)", "pytorch_default")
+        # The Dataset column names each trial's data and its digest (MLflow's dataset inputs).
+        digest = runs["trial"][0].inputs.dataset_inputs[0].dataset.digest
+        shows(browser, "Dataset", f"fashion_mnist ({digest})")
         # The key params and metrics are columns of the table (MLflow 3.17 starts with attributes only;
         # "Columns" adds them, and the browser keeps the choice).
         browser.find_element(By.XPATH, "//*[contains(text(), 'Show more columns')]/ancestor::button[1]").click()

@@ -351,6 +351,11 @@ def test_digits_example_runs_end_to_end(tmp_path):
     proc, runs = _example("digits", tmp_path)  # all 1,797 digits: 1 epoch is 36 steps
     assert len(runs["trial"]) == 4 and len(runs["seed"]) == 8
     assert {t.data.params["data.target"] for t in runs["trial"]} == {"digits_data:load"}
+    datasets = {(d.dataset.name, d.dataset.source) for r in runs["seed"] for d in r.inputs.dataset_inputs}
+    source = json.dumps({"uri": "digits_data:load {'test_fraction': 0.2}"})
+    assert datasets == {("digits_data:load", source)}  # your data, in the Dataset column
+    (profile,) = {d.dataset.profile for r in runs["seed"] for d in r.inputs.dataset_inputs}
+    assert json.loads(profile)["sizes"] == {"train": 1150, "val": 288, "test": 359}
     accuracies = [s.data.metrics["val_accuracy"] for s in runs["seed"]]
     assert sum(accuracies) / len(accuracies) > 30  # 10 classes: chance is 10%
     assert "4/4 trials done (0 failed)" in proc.stdout

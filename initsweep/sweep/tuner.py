@@ -21,9 +21,9 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from initsweep.config import SweepConfig
-from initsweep.engine.data import Data, load_raw
+from initsweep.engine.data import Data, lineage, load_raw
 from initsweep.report.build import Report, build_report
-from initsweep.results import TrialResult, best
+from initsweep.results import DataLineage, TrialResult, best
 from initsweep.sweep.callbacks import Live, Progress, RecordTrials, attach
 from initsweep.sweep.cluster import check_cluster, check_resources
 from initsweep.sweep.resources import GIB
@@ -97,16 +97,20 @@ def run_sweep(
     verbose: bool = False,
     printer=print,
     progress_bar: bool = False,
+    data_lineage: DataLineage | None = None,
 ) -> SweepOutcome:
     """Run (or resume) a sweep on the connected Ray cluster and record it through `tracker`. `data` goes
-        to the object store once, unless it is there already (`StoredData.put`: then a caller that drops its
-        own `Data` keeps no private copy during the sweep, as `initsweep.api.run_sweep` does). `progress_bar`: one
-    live bar (done/total, best so far, ETA) instead of a line per finished trial."""
+            to the object store once, unless it is there already (`StoredData.put`: then a caller that drops its
+            own `Data` keeps no private copy during the sweep, as `initsweep.api.run_sweep` does). `progress_bar`: one
+        live bar (done/total, best so far, ETA) instead of a line per finished trial. `data_lineage`: what MLflow
+    records of the data (computed from `data` when it is a `Data`)."""
     exp_dir = experiment_dir(sweep, storage_path)
     check_resources(sweep.resources, printer)  # before anything is written: a trial no node can hold
     check_cluster(is_local_uri(tracker.tracking_uri), masked(tracker.tracking_uri), exp_dir.parent)
     sweep_id = _sweep_id(exp_dir, fresh)
-    parent = tracker.start_sweep(sweep, sweep_id, str(exp_dir))
+    if data_lineage is None and isinstance(data, Data):
+        data_lineage = lineage(sweep.data, data)
+    parent = tracker.start_sweep(sweep, sweep_id, str(exp_dir), data_lineage)
 
     stored = data if isinstance(data, StoredData) else StoredData.put(data)
     load_raw.cache_clear()  # the files read for it: trials read the store's copy
