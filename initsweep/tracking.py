@@ -281,6 +281,7 @@ class Tracker:
         if found:
             self.parent_run_id = found[0].info.run_id
             self.client.update_run(self.parent_run_id, status="RUNNING")
+            self._log_data(self.parent_run_id)  # the same data again: MLflow keeps the one input it has
             return self.parent_run_id
         s = self.sweep
         mode = "search" if s.search else "grid"
@@ -404,7 +405,7 @@ class Tracker:
 
     def _log_data(self, run_id: str) -> None:
         """The sweep's data as the run's dataset input: name, digest, source, and a profile with the split's
-        sizes and settings (a run is written once: a partial one is deleted and written anew)."""
+        sizes and settings. Idempotent: MLflow keeps one input per run and dataset (name and digest)."""
         if self.lineage is None:
             return
         d = self.lineage

@@ -3,6 +3,7 @@
 # pyproject.toml allows into a fresh virtualenv (.venv-lock), write what got installed to constraints.txt,
 # then run the whole test suite there; if it fails, the old constraints.txt is put back.
 #   scripts/lock.sh          # about 25 minutes on 2 cores (install, then the suite); then commit the file
+#   scripts/lock.sh ARGS     # pytest ARGS instead of the whole suite (a quicker look; commit only a full run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export INITSWEEP_VENV=.venv-lock
@@ -15,7 +16,7 @@ INITSWEEP_UNLOCKED=1 scripts/setup.sh true
   echo "# scripts/setup.sh installs them: pip install -c constraints.txt -e '.[dev]'"
   "$INITSWEEP_VENV/bin/python" -m pip freeze --exclude-editable | grep -v '^initsweep'
 } > constraints.txt
-if ! scripts/setup.sh python -m pytest; then
+if ! scripts/setup.sh python -m pytest "$@"; then
   cp "$old" constraints.txt
   echo "lock: the suite failed with the newest versions; constraints.txt is unchanged" >&2
   exit 1

@@ -7,6 +7,8 @@ after its seed runs, and that reading the store back gives the results that were
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
 from conftest import mlflow_runs
@@ -14,7 +16,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from initsweep.config import parse_config
-from initsweep.results import SeedResult, TrialResult
+from initsweep.results import DataLineage, SeedResult, TrialResult
 from initsweep.tracking import (
     RESPONSE_CUT_RETRIES,
     Tracker,
@@ -138,3 +140,30 @@ def test_a_response_cut_off_midway_is_written_again_and_an_outage_is_one_line():
     with pytest.raises(TrackingUnavailable, match=r"\(ConnectionError, after MLflow's retries\)$"):
         refused.write()
     assert refused.calls == 1
+
+
+def test_each_run_records_its_data_once_across_rewrites_and_resumes(tmp_path):
+    """The lineage the driver computed is every run's one dataset input; recording a trial again, resuming
+    the sweep (the same data) and reading it back add nothing (tests/test_sweep.py checks a real sweep's)."""
+    sizes = {"train": 8, "val": 2, "test": 4}
+    seen = DataLineage("fashion_mnist", "/data", "0123456789abcdef", sizes, {"split_seed": 3})
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = Tracker(uri)
+    tracker.start_sweep(SWEEP, "sweep1", str(tmp_path / "tune"), seen)
+    tracker.record_trial(result(0, "t0"))
+    tracker.record_trial(result(0, "t0"))  # already recorded: nothing written
+    resumed = Tracker(uri)
+    resumed.start_sweep(SWEEP, "sweep1", str(tmp_path / "tune"), seen)
+    resumed._log_data(resumed.parent_run_id)  # logging it twice is harmless too
+    resumed.record_trial(result(1, "t1"))
+    runs = mlflow_runs(uri, "tracked")
+    assert [len(runs[kind]) for kind in ("sweep", "trial", "seed")] == [1, 2, 4]
+    for run in runs["sweep"] + runs["trial"] + runs["seed"]:
+        (data_input,) = run.inputs.dataset_inputs
+        d = data_input.dataset
+        assert (d.name, d.digest, d.source_type) == ("fashion_mnist", seen.digest, "local")
+        assert json.loads(d.source) == {"uri": "/data"}
+        assert json.loads(d.profile) == {"sizes": sizes, "split_seed": 3}
+        assert [(t.key, t.value) for t in data_input.tags] == [("mlflow.data.context", "training")]
+    client = MlflowClient(uri)
+    assert len(read_sweep(client, runs["sweep"][0])[1]) == 2

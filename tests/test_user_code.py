@@ -21,7 +21,7 @@ from user_modules import BROKEN, DATA, MODELS
 from initsweep.catalog.datasets import REGISTERED_DATASETS
 from initsweep.catalog.models import REGISTERED_MODELS
 from initsweep.config import ConfigError, InitConfig, parse_config
-from initsweep.engine.data import load_configured, load_raw
+from initsweep.engine.data import lineage, load_configured, load_raw
 from initsweep.engine.diagnostics import init_diagnostics
 from initsweep.engine.models import build_model, check_sweep
 from initsweep.engine.schemes import apply_scheme, fan_in, plan_init
@@ -294,6 +294,15 @@ def test_datasets_by_registration(user_dir, monkeypatch):
         "4 Linear weight (128, 256): the scheme",
         "7 Linear weight (4, 128): the scheme",
     ]
+    # What MLflow's Dataset column records: the registered name, the loader's import path as the source.
+    seen = lineage(sweep.data, data)
+    assert (seen.name, seen.source) == ("blobs", f"{user_dir['data']}:load {{'classes': 4}}")
+    assert seen.sizes == {"train": 240, "val": 60, "test": 100} and seen.settings["normalize"] is True
+    initsweep.register_dataset("blobs", lambda classes: module.load(classes=classes))  # no import path
+    again = parse_config(BASE | {"data": {"dataset": "blobs", "kwargs": {"classes": 4}, "normalize": True}})
+    assert again.data.target is None
+    relabelled = lineage(again.data, load_configured(again.data))
+    assert relabelled.source.endswith("<lambda> {'classes': 4}") and relabelled.digest == seen.digest
 
 
 def test_models_and_datasets_by_entry_point(user_dir, tmp_path, monkeypatch):

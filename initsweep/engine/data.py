@@ -341,10 +341,18 @@ def lineage(config: DataConfig, data: Data) -> DataLineage:
     if config.builtin:
         spec = DATASETS[config.dataset]
         local = source_dir(spec)
-        name, source = config.dataset, str(local if local.is_dir() else cache_dir() / spec.torchvision_name)
+        shipped = all((local / n).is_file() for n in _raw_names(spec))  # else they came from the cache
+        name, source = config.dataset, str(local if shipped else cache_dir() / spec.torchvision_name)
     else:
         name = config.target if config.dataset == IMPORT else config.dataset
-        source = config.target + (f" {config.kwargs}" if config.kwargs else "")
+        source = (config.target or _callable_path(config.dataset)) + (f" {config.kwargs}" if config.kwargs else "")
     settings = {"split_seed": config.split_seed, "limit": config.limit, "val_fraction": config.val_fraction}
     sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
     return DataLineage(name, source, digest.hexdigest(), sizes, settings | {"normalize": config.normalize})
+
+
+def _callable_path(registered: str) -> str:
+    """`module:qualname` of a loader given to `register_dataset` that no fresh process can import (a
+    lambda, a local function: it has no `target`), for the lineage's source."""
+    function = REGISTERED_DATASETS[registered].function
+    return f"{getattr(function, '__module__', '?')}:{getattr(function, '__qualname__', type(function).__name__)}"
