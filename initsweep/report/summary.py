@@ -135,7 +135,6 @@ def terminal_table(summaries: list[RowSummary], sweep: SweepConfig, width: int) 
     pct, obj = round(sweep.report.level * 100), sweep.objective.metric
     has = {m for s in summaries for m in s.intervals}
     has_baseline = any(s.vs_baseline is not None for s in summaries)
-    ranked = list(enumerate(summaries, 1))
 
     def mean_of(metric: str, digits: int):
         return lambda s: fmt(s.intervals[metric].mean, digits) if metric in s.intervals else "-"
@@ -162,7 +161,7 @@ def terminal_table(summaries: list[RowSummary], sweep: SweepConfig, width: int) 
 
     names = [s.trial.name for s in summaries]
     cells = {h: [cell(s) for s in summaries] for _, h, cell in columns if cell is not None}
-    cells["#"] = [str(rank) for rank, _ in ranked]
+    cells["#"] = [str(rank) for rank in range(1, len(summaries) + 1)]
 
     def need(kept) -> int:  # the width without the names' column, separators included
         return sum(max(len(h), *(len(c) for c in cells[h])) for _, h, _ in kept if h != "scheme") + 2 * (len(kept) - 1)

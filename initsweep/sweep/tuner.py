@@ -56,21 +56,11 @@ class SweepOutcome:
     parent_run_id: str
     report: Report | None
     """The report over every finished trial (None when none finished)."""
-    best: TrialResult | None
-    """The best trial that neither diverged nor failed."""
     resumed: bool
     results: list[TrialResult]
     """Every trial recorded with a result (a tuned sweep's candidates included), as MLflow holds it."""
     failed: list[tuple[str, str]]
     """(name, the error's last line) of each trial that failed after its retries."""
-
-    @property
-    def n_errors(self) -> int:
-        return len(self.failed)
-
-    @property
-    def n_finished(self) -> int:
-        return len(self.results)
 
 
 def _sweep_id(exp_dir: Path, fresh: bool) -> str:
@@ -176,7 +166,6 @@ def run_sweep(
         tracker.experiment_id,
         parent,
         report,
-        top,
         resumed=can_restore,
         results=results,
         failed=failed,
