@@ -11,7 +11,10 @@
     `initsweep.engine.folded`) and vmapped (`initsweep.engine.vmapped`), on a small ResNet-like model
     (5 seeds, 1 epoch on 12k images) and on the ResNet example (examples/resnet; 5 seeds, 1 epoch on 4k).
 (H) the generic (vmapped) packing against the hand-written `PackedMLP` on the seed MLP; same run.
-`--only-packing` runs (G) and (H) alone.
+(I) the language model of `sweeps/lm.yaml` (a GPT on `fortunes`, 5 seeds, 1 epoch): packed (vmapped)
+    against one seed at a time, in tokens/s and models/min, beside its FLOP bound (6 x params x tokens
+    to train, 2 x params x tokens to evaluate, at the measured matmul rate).
+`--only-packing` runs (G) and (H) alone, `--only-lm` (I).
 Every figure is a ratio against a baseline measured in the same run. Prints a table, writes JSON.
 """
 
@@ -191,6 +194,51 @@ def packing_rows(seeds: int = 5, repeats: int = 2) -> dict[str, float]:
     return out
 
 
+def lm_rows(repeats: int = 2) -> dict[str, float]:
+    """(I) `sweeps/lm.yaml`'s model and data, its first row on its 5 seeds for 1 epoch (validation and test
+    included): packed, and one seed at a time, each the fastest of `repeats` runs taken in turn."""
+    from initsweep.engine.data import load_configured
+    from initsweep.engine.models import build_model
+
+    sweep = load_config(ROOT / "sweeps" / "lm.yaml", ["train.epochs=1"])
+    trial = sweep.trials()[0]
+    data = load_configured(sweep.data, sweep.task)
+    model = build_model(trial.model, data.input_shape, data.num_classes)
+    params = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))  # the matmuls' weights
+    tokens = {name: split.y.numel() for name, split in (("train", data.train), ("val", data.val), ("test", data.test))}
+    seeds = len(trial.seeds)
+    run_trial(trial.model_copy(update={"seeds": [0]}), data)  # warm-up
+    times = {"packed": [], "one_at_a_time": []}
+    for _ in range(repeats):
+        for name, pack in (("packed", None), ("one_at_a_time", False)):
+            start = time.perf_counter()
+            run_trial(trial, data, pack=pack)
+            times[name].append(time.perf_counter() - start)
+    flops = 6 * params * tokens["train"] + 2 * params * (tokens["val"] + tokens["test"])
+    gflops = matmul_gflops()
+    out = {"params": params, "seeds": seeds, "train_tokens": tokens["train"], "gflops": gflops}
+    out["bound_s"] = seeds * flops / (gflops * 1e9)
+    for name, t in times.items():
+        out[f"{name}_s"] = min(t)
+        out[f"{name}_tokens_per_s"] = seeds * tokens["train"] / min(t)
+        out[f"{name}_models_per_min"] = 60 * seeds / min(t)
+        out[f"{name}_of_bound"] = out["bound_s"] / min(t)
+    out["speedup"] = out["one_at_a_time_s"] / out["packed_s"]
+    return out
+
+
+def print_lm(i: dict[str, float]) -> None:
+    print(
+        f"(I) LM (sweeps/lm.yaml, {i['params'] / 1e3:.0f}k matmul params, {i['seeds']} seeds x "
+        f"{i['train_tokens']:,} train tokens, 1 epoch): packed {i['packed_s']:.1f} s "
+        f"({i['packed_tokens_per_s']:,.0f} tokens/s, {i['packed_models_per_min']:.1f} models/min, "
+        f"{i['packed_of_bound']:.0%} of the bound), one at a time {i['one_at_a_time_s']:.1f} s "
+        f"({i['one_at_a_time_tokens_per_s']:,.0f} tokens/s, {i['one_at_a_time_of_bound']:.0%}): packed "
+        f"{i['speedup']:.2f}x; FLOP bound {i['bound_s']:.1f} s at {i['gflops']:.0f} GFLOP/s",
+        flush=True,
+    )
+
+
 def print_packing(g: dict[str, float]) -> None:
     for row, label in (("G_small", "small ResNet"), ("G_example", "ResNet example")):
         print(
@@ -329,7 +377,12 @@ def main() -> int:
     p.add_argument("--json", default="bench/results.json", help="where to write the numbers")
     p.add_argument("--only-e", action="store_true", help="row (E) alone: the sweep against the engine, memory")
     p.add_argument("--only-packing", action="store_true", help="rows (G) and (H) alone: generic packing")
+    p.add_argument("--only-lm", action="store_true", help="row (I) alone: the language model, packed or not")
     args = p.parse_args()
+    if args.only_lm:
+        torch.set_num_threads(2)
+        print_lm(lm_rows())
+        return 0
     if args.only_packing:
         torch.set_num_threads(2)
         print_packing(packing_rows())
@@ -387,6 +440,8 @@ def main() -> int:
     out["checkpoint"] = f | {"of_epoch": f["checkpoint_s"] / f["epoch_s"]}
     out["packing"] = packing_rows()
     print_packing(out["packing"])
+    out["lm"] = lm_rows()
+    print_lm(out["lm"])
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.json}")

@@ -182,7 +182,7 @@ def run_sweep(
     from initsweep.engine.models import check_sweep
     from initsweep.sweep.cluster import connect
 
-    data = load_configured(sweep.data)  # before Ray starts: a missing dataset fails in a second
+    data = load_configured(sweep.data, sweep.task)  # before Ray starts: a missing dataset fails in a second
     check_sweep(sweep, data)  # your model built, initialized and run on one batch: bad code is one line
     start = time.perf_counter()
     dashboard = connect(address, verbose, listen)

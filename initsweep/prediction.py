@@ -57,7 +57,7 @@ class Prediction:
 
 def _input_size(trial: TrialConfig) -> int | None:
     info = DATASETS.get(trial.data.dataset)
-    return math.prod(info.input_shape) if info else None
+    return math.prod(info.input_shape) if info and not info.text else None
 
 
 def predict(trial: TrialConfig) -> Prediction | None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from initsweep.catalog.metrics import EPOCH_METRICS, FINAL_METRICS
+from initsweep.catalog.metrics import EPOCH_METRICS, FINAL_METRICS, TEST_METRICS
 
 if TYPE_CHECKING:
     from initsweep.config import TrialConfig
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EPOCH_METRICS",
     "FINAL_METRICS",
+    "TEST_METRICS",
     "DataLineage",
     "SeedResult",
     "TrialResult",
@@ -61,12 +62,14 @@ class SeedResult:
 
     seed: int
     epochs: list[dict[str, float]] = field(default_factory=list)
-    """Per epoch: train_loss (epoch mean), last_batch_loss, val_loss, val_accuracy (%, eval mode),
-    and val_accuracy_train_mode (%, dropout on) when asked for."""
+    """Per epoch, the task's metrics (`initsweep.catalog.tasks`): train_loss (epoch mean), last_batch_loss,
+    val_loss, and val_accuracy (%, eval mode; val_accuracy_train_mode with dropout on, when asked for) or
+    a language model's val_bits_per_token."""
     step_losses: list[tuple[int, float]] = field(default_factory=list)
     """(step, training loss) every `train.log_every` steps, for loss curves."""
-    test_accuracy: float | None = None
-    """Measured after the last epoch (the diverged penalty for a diverged seed); None if stopped early."""
+    test: dict[str, float] = field(default_factory=dict)
+    """The task's test metrics (test_accuracy, or an LM's test_loss), measured after the last epoch (the
+    diverged penalties for a diverged seed); empty if stopped early."""
     diverged_step: int | None = None
     diagnostics: list[dict[str, float | str]] = field(default_factory=list)
     """Per-layer statistics at init (`initsweep.engine.diagnostics`)."""
@@ -77,16 +80,24 @@ class SeedResult:
         return self.diverged_step is not None
 
     @property
+    def test_accuracy(self) -> float | None:
+        """A classifier's test accuracy (%), once measured."""
+        return self.test.get("test_accuracy")
+
+    @property
     def final(self) -> dict[str, float]:
-        """The last epoch's metrics, plus test_accuracy once measured."""
-        test = {} if self.test_accuracy is None else {"test_accuracy": self.test_accuracy}
-        return self.epochs[-1] | test
+        """The last epoch's metrics, plus the test metrics once measured."""
+        return self.epochs[-1] | self.test
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> SeedResult:
+        d = dict(d)
+        if "test_accuracy" in d:  # a record written before the test metrics became a mapping
+            accuracy = d.pop("test_accuracy")
+            d["test"] = {} if accuracy is None else {"test_accuracy": accuracy}
         return cls(**(d | {"step_losses": [tuple(x) for x in d["step_losses"]]}))
 
 
@@ -143,7 +154,7 @@ class TrialResult:
 
 def aggregate(seeds: Sequence[SeedResult], epoch: int | None = None) -> dict[str, float]:
     """Mean (`metric`) and sample std (`metric_std`) over seeds of each metric at `epoch` (1-based),
-    or of the final metrics with test accuracy when `epoch` is None; plus `n` and `diverged`."""
+    or of the final metrics with the test metrics when `epoch` is None; plus `n` and `diverged`."""
     rows = [s.final if epoch is None else s.epochs[epoch - 1] for s in seeds]
     out: dict[str, float] = {"n": len(rows), "diverged": sum(s.diverged for s in seeds)}
     for key in rows[0]:

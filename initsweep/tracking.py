@@ -33,7 +33,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from initsweep.catalog.schemes import typed_params
 from initsweep.config import ConfigError, SchemeRow, SweepConfig, TrialConfig, parse_config
 from initsweep.prediction import predict
-from initsweep.results import EPOCH_METRICS, DataLineage, SeedResult, TrialResult, aggregate
+from initsweep.results import EPOCH_METRICS, TEST_METRICS, DataLineage, SeedResult, TrialResult, aggregate
 
 __all__ = [
     "Tracker",
@@ -188,7 +188,7 @@ def _flat_params(trial: TrialConfig) -> dict[str, str]:
     the init selects, `init.layers`, and its rules, `init.overrides`), and each grid axis under its own
     key (`model.depth`); the layers by name are in each seed's `init_diagnostics.json`. Mean-field
     theory's prediction for an MLP (`theory.*`) is added by `record_trial`."""
-    params = {"scheme": trial.row.scheme, **trial.row.params}
+    params = {"scheme": trial.row.scheme, **trial.row.params, "task": trial.task}
     params |= {
         "model": trial.model.name,
         **{f"model.{k}": v for k, v in trial.model.model_dump().items() if k != "name"},
@@ -201,6 +201,8 @@ def _flat_params(trial: TrialConfig) -> dict[str, str]:
         params[f"init.{key}"] = getattr(trial.init, key)
     if trial.init.overrides:  # the rules, short: `*.bn2=constant(value=0); fc=pytorch_default`
         params["init.overrides"] = "; ".join(rule.summary() for rule in trial.init.overrides)[:500]
+    if trial.init.roles:  # your model's roles by name: `attention.out=*.c_proj; norm=ln_*`
+        params["init.roles"] = "; ".join(f"{r}={','.join(g)}" for r, g in trial.init.roles.items())[:500]
     params |= trial.axes | trial.tuned  # grid and tuned values under their config keys (`train.lr`)
     return {k: str(v) for k, v in params.items()}
 
@@ -369,7 +371,8 @@ class Tracker:
         if record.seeds:
             epochs = min(len(s.epochs) for s in record.seeds)
             metrics = [m for e in range(1, epochs + 1) for m in _metrics(aggregate(record.seeds, e), e, ts)]
-            metrics += [m for m in _metrics(aggregate(record.seeds), epochs, ts) if m.key.startswith("test_accuracy")]
+            final = _metrics(aggregate(record.seeds), epochs, ts)
+            metrics += [m for m in final if m.key.removesuffix("_std") in TEST_METRICS]
             self._log_metrics(trial_run, metrics)
         if prediction is not None:
             self._log_metrics(trial_run, _metrics(prediction.metrics(), 0, ts))
@@ -396,8 +399,7 @@ class Tracker:
         self._log_data(run)
         metrics = [m for e, values in enumerate(seed.epochs, 1) for m in _metrics(values, e, ts)]
         metrics += [Metric("minibatch_loss", loss, ts, step) for step, loss in seed.step_losses]
-        if seed.test_accuracy is not None:
-            metrics.append(Metric("test_accuracy", seed.test_accuracy, ts, len(seed.epochs)))
+        metrics += [Metric(key, value, ts, len(seed.epochs)) for key, value in seed.test.items()]
         metrics.append(Metric("seconds", seed.seconds, ts, 0))
         self._log_metrics(run, metrics)
         c.log_text(run, json.dumps(seed.diagnostics, indent=1), "init_diagnostics.json")
@@ -499,7 +501,7 @@ def _read_seed(client: MlflowClient, run, tmp: str) -> SeedResult:
         int(run.data.params["seed"]),
         epochs=[by_epoch[e] for e in sorted(by_epoch)],
         step_losses=losses,
-        test_accuracy=metrics.get("test_accuracy"),
+        test={k: metrics[k] for k in TEST_METRICS if k in metrics},
         diverged_step=int(step) if step else None,
         diagnostics=diagnostics,
         seconds=metrics.get("seconds", 0.0),

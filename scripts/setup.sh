@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${INITSWEEP_VENV:-.venv}
 DATA_DIR=/usr/share/datasets/fashion-mnist
+TEXT_DIR=/usr/share/games/fortunes
 apt_updated=
 
 apt_install() {  # apt_install PACKAGE...: only where apt-get exists (Debian and relatives)
@@ -21,10 +22,11 @@ if ! command -v python3 >/dev/null || ! python3 -c 'import ensurepip, venv' 2>/d
   apt_install python3 python3-venv python3-pip
 fi
 
-# FashionMNIST's raw files: Debian's package is the embedded default (downloads are the fallback).
-if [ ! -f "$DATA_DIR/train-images-idx3-ubyte.gz" ] && command -v apt-get >/dev/null; then
-  echo "setup: installing dataset-fashion-mnist"
-  apt_install dataset-fashion-mnist
+# The embedded datasets, Debian's packages: FashionMNIST's raw files (downloads are the fallback) and the
+# fortunes text corpus (language models).
+if { [ ! -f "$DATA_DIR/train-images-idx3-ubyte.gz" ] || [ ! -f "$TEXT_DIR/zippy" ]; } && command -v apt-get >/dev/null; then
+  echo "setup: installing dataset-fashion-mnist and fortunes"
+  apt_install dataset-fashion-mnist fortunes
 fi
 
 # Headless Chromium and its driver, for the MLflow UI browser test: only when the command runs pytest.

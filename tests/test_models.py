@@ -15,13 +15,20 @@ def test_every_model_config_has_a_builder():
     assert set(ACTIVATIONS) == set(ACTIVATION_MODULES)
 
 
+EXAMPLES = {"gpt": ((16,), lambda: torch.randint(0, 10, (8, 16)), (8, 16, 10))}
+"""A model's example input when it is not 28x28 images: (input shape, a batch, the output's shape); the
+gpt's inputs are windows of 16 token ids over a 10-token vocabulary."""
+IMAGES = ((1, 28, 28), lambda: torch.rand(8, 1, 28, 28), (8, 10))
+
+
 @pytest.mark.parametrize("name", list(MODEL_CONFIGS))
 def test_every_model_forwards_and_every_parameter_gets_a_gradient(name):
-    model = build_model(MODEL_CONFIGS[name](), (1, 28, 28), 10)
-    x = torch.rand(8, 1, 28, 28)
-    out = model(x)
-    assert out.shape == (8, 10) and torch.isfinite(out).all()
-    nn.functional.cross_entropy(out, torch.arange(8) % 10).backward()
+    input_shape, batch, output_shape = EXAMPLES.get(name, IMAGES)
+    model = build_model(MODEL_CONFIGS[name](), input_shape, 10)
+    out = model(batch())
+    assert out.shape == output_shape and torch.isfinite(out).all()
+    targets = torch.arange(out[..., 0].numel()) % 10
+    nn.functional.cross_entropy(out.reshape(-1, 10), targets).backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, pname
 

@@ -28,7 +28,14 @@ def row(name, scheme, accs, params=None, diverged=(), train_mode=None, axes=None
             final["val_accuracy_train_mode"] = train_mode[i]
         losses = [(10 * k, 2.0 / k) for k in range(1, 6)]
         seeds.append(
-            SeedResult(i, [final], losses, acc - 0.3, diverged_step=5 if i in diverged else None, diagnostics=DIAG)
+            SeedResult(
+                i,
+                [final],
+                losses,
+                {"test_accuracy": acc - 0.3},
+                diverged_step=5 if i in diverged else None,
+                diagnostics=DIAG,
+            )
         )
     raw_row = {"scheme": scheme, "params": params or {}, "label": name}
     config = TrialConfig.model_validate({"seeds": list(range(len(accs))), "row": raw_row, "axes": axes or {}})

@@ -24,7 +24,7 @@ def test_smoke_sweep_prints_the_result_table(tmp_path):
     out = proc.stdout
     assert "sweep 'smoke': 3 trials x 2 seeds" in out
     for name in ("constant(value=0)", "uniform_fan_in(c=1)", "pytorch_default"):
-        assert f"] {name}: val acc" in out  # one progress line per trial
+        assert f"] {name}: val_accuracy" in out  # one progress line per trial
     table = out[out.index("scheme ") :]
     assert table.index("uniform_fan_in") < table.index("constant(value=0)")  # best first
     assert "3 trials, 6 trained models in" in out

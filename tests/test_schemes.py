@@ -25,7 +25,7 @@ from initsweep.catalog.schemes import (
     validate_params,
 )
 from initsweep.config import InitConfig, resolve_scheme
-from initsweep.engine.schemes import RULES, apply_scheme
+from initsweep.engine.schemes import ROLE_SCHEMES, RULES, apply_scheme
 
 
 def _uniform(lo, hi):
@@ -65,7 +65,15 @@ EXPECTED = {
     "lsuv": ({}, None),  # a property of the whole model: tests below
     "pytorch_default": ({}, lambda fi, fo: _uniform(-1 / math.sqrt(fi), 1 / math.sqrt(fi))),
     "critical": ({"weight_variance": 1.76}, lambda fi, fo: _normal(0.0, math.sqrt(1.76 / fi))),
+    # The role-aware schemes need a transformer's roles: their formulas are checked in tests/test_roles.py.
+    "gpt2": ({"std": 0.03}, None),
+    "t_fixup": ({}, None),
+    "deepnorm": ({}, None),
+    "zero_residual": ({}, None),
+    "small_embedding": ({"scale": 1e-3}, None),
 }
+PER_LAYER_OR_MODEL = [name for name, s in SCHEMES.items() if not s.needs_roles]
+"""The schemes that work on a single layer (the role-aware ones refuse a model without their roles)."""
 
 LAYERS = {
     "linear": (lambda: nn.Linear(784, 256), 784, 256),
@@ -121,7 +129,7 @@ def test_sparse_zeroes_the_fraction_of_each_column(layer_kind):
 
 
 @pytest.mark.parametrize("layer_kind", list(LAYERS))
-@pytest.mark.parametrize("scheme", list(SCHEMES))
+@pytest.mark.parametrize("scheme", PER_LAYER_OR_MODEL)  # the role-aware: tests/test_roles.py
 def test_same_seed_same_weights_other_seed_other_weights(scheme, layer_kind):
     params = EXPECTED[scheme][0]
     a = _init(layer_kind, scheme, params, seed=7).weight
@@ -209,7 +217,7 @@ def test_apply_does_not_touch_the_global_rng():
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
-    for scheme in SCHEMES:
+    for scheme in PER_LAYER_OR_MODEL:  # the role-aware: tests/test_roles.py
         apply_scheme(model, scheme, EXPECTED[scheme][0], seed=5, batch=batch, activation="relu")
     assert torch.equal(torch.rand(3), expected)
 
@@ -252,6 +260,7 @@ def test_bad_scheme_or_param_names_it(scheme, params, match):
 
 def test_every_scheme_has_a_weight_rule_or_works_on_the_whole_model():
     assert set(RULES) == {name for name, s in SCHEMES.items() if not s.whole_model}
+    assert set(ROLE_SCHEMES) == {name for name, s in SCHEMES.items() if s.needs_roles}  # each a role table
 
 
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)

@@ -45,7 +45,7 @@ def result(index: int, trial_id: str, diverged: bool = False) -> TrialResult:
             for e in range(2)
         ]
         step = 7 if diverged and seed == 1 else None
-        seeds.append(SeedResult(seed, epochs, [(10, 2.0), (20, 1.5)], 69.0 + seed, step, DIAG, 1.25))
+        seeds.append(SeedResult(seed, epochs, [(10, 2.0), (20, 1.5)], {"test_accuracy": 69.0 + seed}, step, DIAG, 1.25))
     return TrialResult(SWEEP.trials()[index], seeds, trial_id=trial_id)
 
 

@@ -12,6 +12,7 @@ Each is `factory(input_shape, num_classes, **kwargs) -> nn.Module`, imported and
 
 from __future__ import annotations
 
+import math
 import typing
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -28,8 +29,10 @@ __all__ = [
     "REGISTERED_MODELS",
     "Activation",
     "CNNConfig",
+    "GPTConfig",
     "MLPConfig",
     "UserModelConfig",
+    "ViTConfig",
     "model_config_class",
     "register_model",
 ]
@@ -84,7 +87,79 @@ class CNNConfig(_Strict):
     """Dropout probability after the dense layer's activation; 0 leaves dropout out."""
 
 
-MODEL_CONFIGS: dict[str, type[_Strict]] = {"mlp": MLPConfig, "cnn": CNNConfig}
+class _TransformerConfig(_Strict):
+    """The keys `gpt` and `vit` share: a stack of `depth` blocks, each multi-head self-attention then an
+    MLP, on `width`-wide token vectors (the builders are in `initsweep.engine.transformers`)."""
+
+    name: str  # each model's own Literal; declared here so that `name` comes first, as in the other configs
+    width: int = Field(default=128, gt=0)
+    """The model width d (d_model): every token vector, embedding and residual stream has d numbers."""
+    depth: int = Field(default=4, gt=0, le=MAX_DEPTH)
+    """Transformer blocks (each attention then MLP, on the residual stream)."""
+    heads: int = Field(default=4, gt=0)
+    """Attention heads per block; `width` must divide by it (each head gets width / heads dimensions)."""
+    mlp_ratio: float = Field(default=4.0, gt=0, le=64)
+    """The MLP's hidden width as a multiple of `width` (round(mlp_ratio * width) units; 4 in GPT-2 and ViT)."""
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    """Dropout on the embeddings and on each residual branch's output; 0 leaves dropout out. Attention
+    probabilities get none (it would draw outside the per-seed masks packed seeds use)."""
+    norm: Literal["pre", "post", "none"] = "pre"
+    """Where LayerNorm goes: `pre` (GPT-2, ViT: LN on each branch's input, and a final LN), `post` (the
+    original Transformer and DeepNet: LN after each residual sum) or `none` (no LayerNorm: T-Fixup's setting)."""
+    activation: Activation = "gelu"
+    """The MLP's nonlinearity: `auto` gains follow it."""
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> _TransformerConfig:
+        if self.width % self.heads:
+            raise ValueError(
+                f"heads: width {self.width} does not split into {self.heads} heads "
+                f"(width must be a multiple of heads; each head gets width / heads dimensions)"
+            )
+        return self
+
+    @property
+    def mlp_width(self) -> int:
+        """The MLP's hidden width: round(mlp_ratio * width), at least 1."""
+        return max(1, round(self.mlp_ratio * self.width))
+
+
+class GPTConfig(_TransformerConfig):
+    """A GPT-2-style decoder-only language model: token and learned position embeddings, `depth` causal
+    self-attention blocks, a readout to the vocabulary. Its context and vocabulary come from the data:
+    token ids (batch, context) -> next-token logits (batch, context, vocab)."""
+
+    name: Literal["gpt"] = "gpt"
+    tie_embeddings: bool = False
+    """Read out through the token embedding's own matrix (GPT-2 does): one parameter, no separate readout layer."""
+
+
+class ViTConfig(_TransformerConfig):
+    """A Vision Transformer: the image cut into `patch` x `patch` patches, each projected to a token, with
+    learned position embeddings; `depth` (non-causal) self-attention blocks; the tokens' mean, then a
+    linear classifier: images (batch, channels, height, width) -> logits (batch, classes)."""
+
+    name: Literal["vit"] = "vit"
+    patch: int = Field(default=7, gt=0)
+    """The side of each square patch in pixels; it must divide the images' height and width (7: 16 patches of 28x28)."""
+
+    def patch_problem(self, input_shape: tuple[int, ...]) -> str | None:
+        """The one-line problem (naming `model.patch`) with images of `input_shape` (channels, height,
+        width), or None when the patches tile them."""
+        if len(input_shape) != 3:
+            return f"model.name: vit takes images (channels, height, width); these inputs are {tuple(input_shape)}"
+        _, height, width = input_shape
+        if height % self.patch or width % self.patch:
+            side = math.gcd(height, width)
+            fits = [str(p) for p in range(1, side + 1) if side % p == 0]
+            return (
+                f"model.patch: {self.patch} does not divide the {height}x{width} images into whole patches "
+                f"(patch sizes that do: {', '.join(fits)})"
+            )
+        return None
+
+
+MODEL_CONFIGS: dict[str, type[_Strict]] = {"mlp": MLPConfig, "cnn": CNNConfig, "gpt": GPTConfig, "vit": ViTConfig}
 """The built-in models (your own are `UserModelConfig`s or registered config classes)."""
 ENTRY_POINT_GROUP = "initsweep.models"
 REGISTERED_MODELS: dict[str, Registered] = {}

@@ -6,7 +6,10 @@ matching the model's activation, as `torch.nn.init.calculate_gain` gives it (rel
 resolved for each trial. The weight rule that draws each scheme is in `initsweep.engine.schemes`.
 
 Add a scheme: one `Scheme(...)` here, its rule in `initsweep.engine.schemes.RULES`, its expected moments
-in `tests/test_schemes.py`; the registry-wide tests then check it.
+in `tests/test_schemes.py`; the registry-wide tests then check it. A role-aware scheme (a transformer's
+init, by the role each module plays: `initsweep.catalog.roles`) lists the roles it needs in `needs_roles`
+and has its role -> rule table in `initsweep.engine.schemes.ROLE_SCHEMES` instead (tests in
+`tests/test_roles.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
+from initsweep.catalog.roles import RESIDUAL_ROLES
 
 __all__ = [
     "AUTO",
@@ -90,7 +95,9 @@ class Scheme:
     check: Callable[[Mapping[str, float | str]], str | None] | None = None
     """Cross-parameter check (low < high); returns the problem, or None."""
     whole_model: bool = False
-    """Works on the whole model (lsuv, pytorch_default) rather than by one rule per weight."""
+    """Works on the whole model (lsuv, pytorch_default, the role-aware schemes) rather than by one rule per weight."""
+    needs_roles: tuple[str, ...] = ()
+    """A role-aware scheme: it draws each module by its role, and the model needs a module of one of these."""
 
 
 def _low_below_high(p: Mapping[str, float | str]) -> str | None:
@@ -178,6 +185,44 @@ SCHEMES: dict[str, Scheme] = {
                     auto_from_theory=True,
                 )
             },
+        ),
+        # The role-aware schemes: a transformer's init by the role each module plays (initsweep.catalog.roles);
+        # papers and formulas in full at initsweep.engine.schemes.ROLE_SCHEMES. N: the residual branches / 2.
+        Scheme(
+            "gpt2",
+            "GPT-2 (Radford et al. 2019; HF/nanoGPT code): every Linear and Embedding N(0, std^2), the residual "
+            "out-projections (attention.out, mlp.out) N(0, (std / sqrt(2N))^2), 2N their count; biases 0, norms 1",
+            {"std": Param(0.02, domain=(0.0, math.inf), open_low=True, search=(0.002, 0.2), log=True)},
+            whole_model=True,
+            needs_roles=RESIDUAL_ROLES,
+        ),
+        Scheme(
+            "t_fixup",
+            "T-Fixup (Huang et al. 2020), decoder form, s = (9N)^(-1/4): Xavier-uniform on every Linear, gain s "
+            "on the value (qkv's last third), attention.out, mlp.in, mlp.out; embeddings N(0, s^2 / d); biases 0",
+            whole_model=True,
+            needs_roles=RESIDUAL_ROLES,
+        ),
+        Scheme(
+            "deepnorm",
+            "DeepNet (Wang et al. 2022), decoder-/encoder-only: every residual_alpha = (2N)^(1/4); Xavier-normal, "
+            "gain (8N)^(-1/4) on value, attention.out, mlp.in, mlp.out, gain 1 on q, k; the rest PyTorch's default",
+            whole_model=True,
+            needs_roles=RESIDUAL_ROLES,
+        ),
+        Scheme(
+            "zero_residual",
+            "every residual branch's out-projection (attention.out, mlp.out) zero, its bias by init.bias (Fixup, "
+            "SkipInit, ReZero; Goyal et al.'s zero gamma); everything else PyTorch's default",
+            whole_model=True,
+            needs_roles=RESIDUAL_ROLES,
+        ),
+        Scheme(
+            "small_embedding",
+            "embeddings U(-scale, scale) (BlinkDL's SmallInitEmb, in RWKV); everything else PyTorch's default",
+            {"scale": Param(1e-4, domain=(0.0, math.inf), open_low=True, search=(1e-6, 1e-1), log=True)},
+            whole_model=True,
+            needs_roles=("embedding",),
         ),
     ]
 }

@@ -121,7 +121,7 @@ def dry_run(sweep) -> int:
     from initsweep.engine.data import load_configured
     from initsweep.engine.models import check_sweep
 
-    data = load_configured(sweep.data)  # your code runs: the model built, one batch through it
+    data = load_configured(sweep.data, sweep.task)  # your code runs: the model built, one batch through it
     print(describe(sweep, data, check_sweep(sweep, data)))
     return 0
 
@@ -143,10 +143,10 @@ def run_in_process(sweep, device: str | None, report_dir: str) -> int:
     start = time.perf_counter()
 
     def progress(i: int, total: int, result) -> None:
-        s = aggregate(result.seeds)
+        s, metric = aggregate(result.seeds), sweep.objective.metric
         print(
-            f"[{i}/{total}] {result.config.name}: val acc {s['val_accuracy']:.2f}% "
-            f"± {s['val_accuracy_std']:.2f} ({result.seconds:.1f} s)",
+            f"[{i}/{total}] {result.config.name}: {metric} {s[metric]:.4g} ± {s[metric + '_std']:.2g} "
+            f"({result.seconds:.1f} s)",
             flush=True,
         )
 

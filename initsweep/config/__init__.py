@@ -14,7 +14,7 @@ here, the one public surface.
 from __future__ import annotations
 
 from initsweep.config.base import MAX_SEARCH_SEED, MAX_SEED, check_seeds
-from initsweep.config.data import DataConfig
+from initsweep.config.data import DATA_CHECKED, DataConfig, window_count
 from initsweep.config.errors import ConfigError, shown
 from initsweep.config.init import (
     DEFAULT_LAYER_TYPES,
@@ -36,6 +36,7 @@ from initsweep.config.sweep import DERIVED, GRID_SECTIONS, MAX_GRID_TRIALS, Swee
 from initsweep.config.train import TrainConfig
 
 __all__ = [
+    "DATA_CHECKED",
     "DEFAULT_LAYER_TYPES",
     "DERIVED",
     "GRID_SECTIONS",
@@ -74,4 +75,5 @@ __all__ = [
     "resolve_scheme",
     "set_path",
     "shown",
+    "window_count",
 ]

@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from initsweep.catalog.roles import ROLES
 from initsweep.catalog.schemes import AUTO, SchemeError, get_scheme, resolve_auto, validate_params
 from initsweep.config.base import _Strict
 from initsweep.config.errors import shown
@@ -49,12 +50,21 @@ class LayersConfig(_Strict):
         return text + (f" exclude={','.join(self.exclude)}" if self.exclude else "")
 
 
-class OverrideRule(_Strict):
-    """A scheme for the layers whose name matches `match`. In YAML a flat mapping:
-    `{match: "*.bn2", scheme: constant, value: 0}`."""
+_RULE_FORM = "a rule is {match: GLOB, scheme: NAME, PARAM: VALUE}, role: ROLE beside or instead of match"
 
-    match: str = Field(min_length=1)
+
+def _role_problem(role: object) -> str | None:
+    return None if role in ROLES else f"unknown role {shown(role)} (valid: {', '.join(ROLES)})"
+
+
+class OverrideRule(_Strict):
+    """A scheme for the layers whose name matches `match`, or that play `role`, or both. In YAML a flat
+    mapping: `{match: "*.bn2", scheme: constant, value: 0}`, `{role: attention.out, scheme: constant}`."""
+
+    match: str | None = Field(default=None, min_length=1)
     """An `fnmatch` glob on the module's qualified name (`*.bn2`, `fc`); it must match a layer with weights."""
+    role: str | None = None
+    """A role (`attention.out`, `norm`, ...: `initsweep.catalog.roles`); with `match`, the modules that have both."""
     scheme: str
     """A per-layer scheme from the registry (not lsuv); pytorch_default keeps the layer's own init."""
     params: dict[str, int | float | str] = {}
@@ -66,26 +76,35 @@ class OverrideRule(_Strict):
         if not isinstance(raw, dict) or "params" in raw:
             return raw
         for key in ("match", "scheme"):
-            if key not in raw:
-                raise ValueError(f"{key}: missing (a rule is {{match: GLOB, scheme: NAME, PARAM: VALUE}})")
-        given = {k: v for k, v in raw.items() if k not in ("match", "scheme")}
+            if key not in raw and not (key == "match" and "role" in raw):
+                raise ValueError(f"{key}: missing ({_RULE_FORM})")
+        given = {k: v for k, v in raw.items() if k not in ("match", "role", "scheme")}
         for key, value in given.items():  # checked here, so that the message names the parameter
             if not isinstance(key, str):
                 raise SchemeError("not a parameter name (a string)", shown(key))
             if isinstance(value, bool) or not isinstance(value, int | float | str):
                 raise SchemeError(f"{shown(value)} is not a number or a name", key)
-        return {"match": raw["match"], "scheme": raw["scheme"], "params": given}
+        return {k: raw[k] for k in ("match", "role", "scheme") if k in raw} | {"params": given}
 
     @model_validator(mode="after")
     def _params_fit_scheme(self) -> OverrideRule:
+        if self.match is None and self.role is None:
+            raise ValueError(f"match: missing ({_RULE_FORM})")
+        if self.role is not None and _role_problem(self.role):
+            raise SchemeError(_role_problem(self.role), "role")
         if get_scheme(self.scheme).whole_model and self.scheme != "pytorch_default":
             raise SchemeError(f"{self.scheme} works on the whole model; a rule takes a per-layer scheme", "scheme")
         object.__setattr__(self, "params", validate_params(self.scheme, self.params))
         return self
 
+    @property
+    def target(self) -> str:
+        """What the rule names: `*.bn2`, `[attention.out]`, or both: `blocks.0.*[norm]`."""
+        return (self.match or "") + (f"[{self.role}]" if self.role else "")
+
     def summary(self) -> str:
         params = ",".join(f"{k}={v:g}" if isinstance(v, int | float) else f"{k}={v}" for k, v in self.params.items())
-        return f"{self.match}={self.scheme}({params})" if params else f"{self.match}={self.scheme}"
+        return f"{self.target}={self.scheme}({params})" if params else f"{self.target}={self.scheme}"
 
 
 class InitConfig(_Strict):
@@ -97,9 +116,31 @@ class InitConfig(_Strict):
     bias_std: float = Field(default=0.0, ge=0.0)
     """The biases' standard deviation sigma_b when `bias` is `normal` (drawn per layer from the init seed)."""
     layers: LayersConfig = LayersConfig()
-    """Which layers the scheme initializes; default: every Linear and Conv1d/2d/3d."""
+    """Which layers a per-layer scheme initializes; default: every Linear and Conv1d/2d/3d (role-aware: by role)."""
     overrides: list[OverrideRule] = []
-    """Rules `{match: GLOB, scheme: NAME, PARAM: VALUE}` for named layers (norm layers too); the last match wins."""
+    """Rules `{match: GLOB and/or role: ROLE, scheme: NAME, PARAM: VALUE}` (norm layers too); the last match wins."""
+    roles: dict[str, list[Annotated[str, Field(min_length=1)]]] = {}
+    """Role -> `fnmatch` globs on qualified module names: which modules of your own model play each role
+    (`attention.out: ["*.attn.c_proj"]`); a role given here replaces its default patterns (HF GPT-2,
+    nanoGPT, torch's TransformerEncoderLayer). The built-in gpt and vit declare their own."""
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _nested_roles(cls, raw: Any) -> Any:
+        """`{attention: {out: [...]}}` (what `--set init.roles.attention.out=[...]` builds) reads as
+        `{attention.out: [...]}`; a role name must be one of `ROLES`."""
+        if not isinstance(raw, dict):
+            return raw
+        flat: dict[Any, Any] = {}
+        for key, value in raw.items():
+            if isinstance(value, dict) and isinstance(key, str):
+                flat |= {f"{key}.{k}": v for k, v in value.items()}
+            else:
+                flat[key] = value
+        for role in flat:
+            if _role_problem(role):
+                raise ValueError(f"{role}: {_role_problem(role)}" if isinstance(role, str) else _role_problem(role))
+        return flat
 
     @model_validator(mode="after")
     def _value_needs_constant(self) -> InitConfig:

@@ -11,10 +11,11 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from initsweep.catalog import IMPORT
 from initsweep.catalog.datasets import DATASETS
-from initsweep.catalog.models import CNNConfig, MLPConfig
+from initsweep.catalog.models import CNNConfig, MLPConfig, ViTConfig
 from initsweep.catalog.schemes import AUTO, SchemeError
+from initsweep.catalog.tasks import LANGUAGE_MODEL, TASKS
 from initsweep.config.base import _Strict, check_seeds
-from initsweep.config.data import DataConfig
+from initsweep.config.data import DATA_CHECKED, DataConfig
 from initsweep.config.errors import ConfigError, _one_line, shown
 from initsweep.config.init import InitConfig, SchemeRow, resolve_scheme
 from initsweep.config.model import ModelConfig
@@ -24,6 +25,8 @@ from initsweep.config.resources import ResourcesConfig, SchedulerConfig
 from initsweep.config.search import SearchConfig, TuningConfig, range_ends
 from initsweep.config.train import TrainConfig
 
+DEFAULT_TEXT = "fortunes"
+"""The dataset of `task: language_model` when `data` names none: the embedded corpus (Debian's `fortunes`)."""
 MAX_GRID_TRIALS = 10_000
 """The most trials a grid may make (rows x combinations); each is validated when the config loads."""
 
@@ -33,6 +36,9 @@ class _Shared(_Strict):
 
     seeds: list[int] = Field(min_length=1)
     """Replicate seeds: each trial trains once per seed; never tuned."""
+    task: Literal[tuple(TASKS)] = "classification"
+    """What the model learns (`initsweep.catalog.tasks`): classification (images to classes) or
+    language_model (next-token prediction on text); it sets the loss, the metrics and the objective."""
     data: DataConfig = DataConfig()
     model: ModelConfig = MLPConfig()
     train: TrainConfig = TrainConfig()
@@ -46,10 +52,13 @@ class _Shared(_Strict):
     @model_validator(mode="after")
     def _fits_the_data(self) -> _Shared:
         """The data splits hold a batch, and the model's conv blocks fit the dataset's images."""
-        problem = self.data.split_problem(self.train.batch_size)
+        problem = self.data.task_problem(self.task) or self.data.split_problem(self.train.batch_size)
         if problem:
             raise ValueError(problem)
-        if isinstance(self.model, CNNConfig) and self.data.builtin:
+        task = TASKS[self.task]
+        if self.train.val_train_mode and not any(m.endswith("_train_mode") for m in task.epoch_metrics):
+            raise ValueError(f"train.val_train_mode: task {self.task} measures nothing with dropout on")
+        if isinstance(self.model, CNNConfig) and self.data.builtin and not self.data.text:
             _, height, width = DATASETS[self.data.dataset].input_shape
             fit, h, w = 0, height, width
             while min(h, w) >= 2:  # each block's 2x2 max-pool halves the image (rounding down)
@@ -59,7 +68,21 @@ class _Shared(_Strict):
                     f"model.channels: {len(self.model.channels)} conv blocks (each halving the image) shrink "
                     f"the {height}x{width} images of {self.data.dataset} to nothing; at most {fit} fit"
                 )
+        if isinstance(self.model, ViTConfig) and self.data.builtin and not self.data.text:
+            problem = self.model.patch_problem(DATASETS[self.data.dataset].input_shape)
+            if problem:
+                raise ValueError(problem)
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_for_a_language_model(cls, raw: Any) -> Any:
+        """A language model's data defaults to the embedded text corpus, as a classifier's to FashionMNIST."""
+        if isinstance(raw, dict) and raw.get("task") == LANGUAGE_MODEL.name:
+            data = raw.get("data", {})
+            if isinstance(data, dict) and not {"dataset", "target", "path"} & set(data):
+                raw = raw | {"data": {"dataset": DEFAULT_TEXT, **data}}
+        return raw
 
     @model_validator(mode="before")
     @classmethod
@@ -70,8 +93,9 @@ class _Shared(_Strict):
         return raw
 
 
-GRID_SECTIONS = ("data", "model", "train", "init")
-"""The settings a grid axis may vary (seeds are replicates, never an axis)."""
+GRID_SECTIONS = ("model", "train", "init")
+"""The settings a grid axis may vary (seeds are replicates, never an axis; the data loads once per sweep,
+and every trial trains on it, so a data setting is one sweep's, not an axis)."""
 DERIVED = {"model.depth": "model.hidden", "model.width": "model.hidden"}
 """Axis -> the setting it derives: an mlp's hidden sizes follow a depth or width axis."""
 
@@ -128,7 +152,7 @@ class SweepConfig(_Shared):
     config trained on all seeds."""
     grid: dict[str, list[Any]] = {}
     """Axes crossed with the `schemes` rows: `{model.depth: [2, 4, 8], model.activation: [relu, tanh]}`;
-    any key under data, model, train or init; every combination runs every row."""
+    any key under model, train or init; every combination runs every row."""
     tune: TuningConfig | None = None
     """A fair comparison: choose each row's `params` on the tuning seeds, then judge every row at its own
     chosen values on `seeds` (the report uses those only)."""
@@ -153,8 +177,12 @@ class SweepConfig(_Shared):
             unknown = sorted(set(self.report.reference.values) - set(names)) if self.report.reference else []
             if unknown:
                 raise ValueError(f"report.reference.values: no row named {unknown[0]!r}")
+        object.__setattr__(self, "objective", self.objective.for_task(self.task))
         if self.objective.metric == "val_accuracy_train_mode" and not self.train.val_train_mode:
             raise ValueError("objective.metric: val_accuracy_train_mode needs train.val_train_mode: true")
+        ref = self.report.reference
+        if ref is not None and ref.metric not in TASKS[self.task].final_metrics:
+            raise ValueError(f"report.reference.metric: {ref.metric} is not measured by task {self.task}")
         if self.scheduler.kind == "asha" and self.scheduler.grace_period > self.train.epochs:
             raise ValueError(f"scheduler.grace_period: more than train.epochs ({self.train.epochs})")
         self._check_grid()
@@ -214,6 +242,8 @@ class SweepConfig(_Shared):
         if self.schemes is None:
             raise ValueError("grid: crosses `schemes` rows; a search sweep cannot have grid axes")
         for key, values in self.grid.items():
+            if key.split(".")[0] == "data":
+                raise ValueError(f"grid.{key}: the data loads once per sweep; run one sweep per data setting")
             if key.split(".")[0] not in GRID_SECTIONS or "." not in key:
                 raise ValueError(f"grid.{key}: not a setting under {', '.join(GRID_SECTIONS)} (e.g. model.depth)")
             if not values:
@@ -263,9 +293,13 @@ class SweepConfig(_Shared):
         axes: dict[str, Any] | None = None,
         tuned: dict[str, Any] | None = None,
         stage: str | None = None,
+        *,
+        checked: bool = False,
     ) -> TrialConfig:
         """The trial config of one row under one combination of grid values; with a `tune` section, at
-        the `tuned` values, on the tuning seeds (`stage` "tune") or the evaluation seeds ("eval")."""
+        the `tuned` values, on the tuning seeds (`stage` "tune") or the evaluation seeds ("eval").
+        `checked`: the driver has validated this trial's data already (a Ray worker, which gets the
+        tensors and need not have the text file, does not read it again)."""
         # Only what the config set: derived fields (an mlp's hidden from its depth) are derived again.
         shared = self.model_dump(include=set(_Shared.model_fields), exclude_unset=True)
         for key, value in (axes or {}).items():
@@ -277,7 +311,7 @@ class SweepConfig(_Shared):
         if stage == "tune":
             shared["seeds"] = list(self.tune.seeds)
         extra = {"row": row.model_dump(), "axes": axes or {}, "stage": stage, "tuned": tuned or {}}
-        return TrialConfig.model_validate(shared | extra)
+        return TrialConfig.model_validate(shared | extra, context={DATA_CHECKED: True} if checked else None)
 
     def trials(self) -> list[TrialConfig]:
         """The grid's trial configs, each row under each combination (a search draws its own; a tuned

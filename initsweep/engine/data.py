@@ -1,15 +1,21 @@
 """Datasets as preloaded tensors: read once, split once, then indexed by the training loop.
 
 A per-sample `DataLoader` + `ToTensor` trial took 23 s here, a preloaded one 4-5 s, so every split is
-one float tensor in memory. FashionMNIST is read by torchvision from a cache folder (`INITSWEEP_DATA`,
+one tensor in memory. FashionMNIST is read by torchvision from a cache folder (`INITSWEEP_DATA`,
 default `~/.cache/initsweep`). The embedded default fills that cache from Debian's
 `dataset-fashion-mnist` files (or the `.gz` files in `INITSWEEP_DATA_SOURCE`); elsewhere torchvision
 downloads into it.
 
-Your own dataset is `load(**kwargs) -> (x_train, y_train, x_test, y_test)` (tensors or arrays; float
-inputs of any shape, integer labels 0..C-1, C the number of classes y_train has), found by import path,
-`register_dataset` or entry point. It is split like the built-in ones (`limit`, `val_fraction`,
-`split_seed`, `normalize`); its sizes are checked once loaded, with the config's one-line messages.
+Text, for `task: language_model` (the `fortunes` corpus from Debian's `fortunes` package, or any UTF-8
+file as `dataset: text_file`), is byte tokens in windows of `data.context` (`initsweep.engine.text`): each
+split's x is int64 token ids (N, context), its y the next tokens (x shifted by one), 256 classes.
+
+Your own dataset is `load(**kwargs) -> (x_train, y_train, x_test, y_test)` (tensors or arrays), found by
+import path, `register_dataset` or entry point: for classification float inputs of any shape and integer
+labels 0..C-1 (C the number of classes y_train has), split like the built-in ones (`limit`,
+`val_fraction`, `split_seed`, `normalize`); for a language model integer token windows (N, T) and their
+next tokens (N, T), the validation split the last `val_fraction` of the train windows. Its sizes are
+checked once loaded, with the config's one-line messages.
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from initsweep.catalog import IMPORT
-from initsweep.catalog.datasets import DATASETS, REGISTERED_DATASETS, DatasetInfo
+from initsweep.catalog.datasets import BYTE_VOCAB, DATASETS, REGISTERED_DATASETS, TEXT_FILE, DatasetInfo
+from initsweep.catalog.tasks import CLASSIFICATION, LANGUAGE_MODEL
 from initsweep.config import ConfigError, DataConfig
+from initsweep.engine.text import read_configured, text_source, text_windows
 from initsweep.engine.usercode import problem_of, resolve_target
 from initsweep.results import DataLineage
 
@@ -44,6 +52,7 @@ __all__ = [
     "load_configured",
     "load_data",
     "load_raw",
+    "load_text",
     "load_user",
     "source_dir",
     "split_data",
@@ -57,9 +66,10 @@ class DataError(ConfigError):
 @dataclass(frozen=True)
 class Split:
     x: torch.Tensor
-    """float32 images, (N, C, H, W), pixels in [0, 1] unless normalized."""
+    """The inputs, one row per example: float32 images (N, C, H, W), pixels in [0, 1] unless normalized
+    (your loader's: any float shape); for a language model int64 token ids, (N, context) windows."""
     y: torch.Tensor
-    """int64 labels, (N,)."""
+    """The targets: int64 labels, (N,); for a language model int64 next tokens, (N, context): x shifted by one."""
 
     def __len__(self) -> int:
         return len(self.y)
@@ -74,9 +84,11 @@ class Data:
     val: Split
     test: Split
     num_classes: int
+    """Classes, or a language model's vocabulary (256 for byte tokens)."""
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """One example's shape: (C, H, W) of an image, (context,) of a window of token ids."""
         return tuple(self.train.x.shape[1:])
 
     def to(self, device: torch.device | str) -> Data:
@@ -130,6 +142,8 @@ def _read(name: str) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Ten
     """The dataset's train and test (images, labels) as stored: uint8 images, a quarter of float32's memory,
     read once per process and kept (a float copy is made only of what a split keeps)."""
     spec = DATASETS[name]
+    if spec.torchvision_name is None:
+        raise ConfigError(f"{name}: a text corpus, not images; `load_configured` reads it for task: language_model")
     root = cache_dir()
     raw_folder = root / spec.torchvision_name / "raw"
     have = all((raw_folder / Path(n).stem).is_file() for n in _raw_names(spec))
@@ -257,8 +271,9 @@ def _tensor(value: object, name: str, key: str) -> torch.Tensor:
         raise ConfigError(f"{key}: {name} is not an array or tensor ({problem_of(err)})") from None
 
 
-def load_user(config: DataConfig) -> Data:
-    """Your dataset, loaded by its loader, checked, and split as `load_data` splits the built-in ones."""
+def load_user(config: DataConfig, task: str = CLASSIFICATION.name) -> Data:
+    """Your dataset, loaded by its loader, checked, and split: for classification as `load_data` splits
+    the built-in ones; for `task` language_model as token windows (`_token_windows`)."""
     key = "data.target" if config.target else "data.dataset"
     registered = REGISTERED_DATASETS.get(config.dataset)
     if registered is not None and (config.target is None or config.target == registered.target):
@@ -275,6 +290,8 @@ def load_user(config: DataConfig) -> Data:
         got = f"{len(arrays)} values" if isinstance(arrays, tuple | list) else f"a {type(arrays).__name__}"
         raise ConfigError(f"{key}: the loader returned {got}; expected 4: (x_train, y_train, x_test, y_test)")
     x_train, y_train, x_test, y_test = (_tensor(a, n, key) for a, n in zip(arrays, _NAMES, strict=True))
+    if task == LANGUAGE_MODEL.name:
+        return _token_windows(config, key, name, x_train, y_train, x_test, y_test)
     for x, n in ((x_train, "x_train"), (x_test, "x_test")):
         if x.dtype.is_complex or x.dtype == torch.bool or x.ndim < 2 or len(x) == 0:
             raise ConfigError(
@@ -317,10 +334,87 @@ def load_user(config: DataConfig) -> Data:
     )
 
 
-def load_configured(config: DataConfig) -> Data:
-    """The data a sweep's `data` section describes, loaded once and shared by all its trials."""
+def _token_windows(
+    config: DataConfig,
+    key: str,
+    name: str,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+) -> Data:
+    """Your loader's token windows, checked: integer ids >= 0, x (N, T) with y the same shape (the next
+    tokens), one T for train and test; the vocabulary is 1 + the largest id of all four. The validation
+    split is the last `val_fraction` of the (limited) train windows, kept in order (neighbouring windows
+    share text: a shuffled split would score the model on text it trained on)."""
+    named = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    for n, t in named.items():
+        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+            raise ConfigError(f"{key}: {n} should be integer token ids, not {t.dtype}")
+    for x, y, xn, yn in ((x_train, y_train, "x_train", "y_train"), (x_test, y_test, "x_test", "y_test")):
+        if x.ndim != 2 or x.numel() == 0:
+            raise ConfigError(
+                f"{key}: {xn} should be token windows (N, context), one row per window (got shape {tuple(x.shape)})"
+            )
+        if y.shape != x.shape:
+            raise ConfigError(
+                f"{key}: {yn} has shape {tuple(y.shape)}; expected {tuple(x.shape)}, the next token of each of {xn}'s"
+            )
+    if x_test.shape[1] != x_train.shape[1]:
+        raise ConfigError(
+            f"{key}: x_test's windows are {x_test.shape[1]} tokens, x_train's {x_train.shape[1]}; "
+            "the model has one context"
+        )
+    ids = {n: t.long() for n, t in named.items()}
+    for n, t in ids.items():
+        low = int(t.min())
+        if low < 0:
+            raise ConfigError(f"{key}: {n} has token id {low}; ids count from 0")
+    vocab = 1 + max(int(t.max()) for t in ids.values())
+    if vocab < 2:
+        raise ConfigError(f"{key}: every token id is 0; a language model needs at least two tokens")
+    problem = config.text_settings_problem()
+    if problem:
+        raise ConfigError(problem)
+    windows = len(x_train)
+    if config.limit is not None and config.limit > windows:
+        raise ConfigError(f"data.limit: {config.limit} is more than the {windows} train windows of {name}")
+    problem = config.window_problem(windows)
+    if problem:
+        raise ConfigError(problem)
+    n = config.limit or windows
+    n_train = n - round(n * config.val_fraction)
+    x, y = ids["x_train"][:n].contiguous(), ids["y_train"][:n].contiguous()
+    train = Split(x[:n_train].clone(), y[:n_train].clone())
+    val = Split(x[n_train:].clone(), y[n_train:].clone())
+    return Data(train, val, Split(ids["x_test"].contiguous(), ids["y_test"].contiguous()), vocab)
+
+
+def load_text(config: DataConfig) -> Data:
+    """A text dataset's windows (`initsweep.engine.text`): the built-in corpus from its package's files, or
+    `data.path`; `DataError` with the apt-get command when the corpus is not installed."""
+    try:
+        text = read_configured(config)
+    except FileNotFoundError as err:
+        spec = DATASETS[config.dataset]
+        raise DataError(
+            f"{config.dataset}: no text files in {spec.local_dir} (missing {err}); install them with: "
+            f"apt-get install -y {spec.apt_package}"
+        ) from None
+    train, val, test = (Split(x, y) for x, y in text_windows(config, text))
+    return Data(train, val, test, BYTE_VOCAB)
+
+
+def load_configured(config: DataConfig, task: str = CLASSIFICATION.name) -> Data:
+    """The data a sweep's `data` section describes, loaded once and shared by all its trials; `task` is
+    the sweep's (`language_model`: text, or your loader's token windows)."""
+    problem = config.task_problem(task)
+    if problem:
+        raise ConfigError(problem)
+    if config.text:
+        return load_text(config)
     if not config.builtin:
-        return load_user(config)
+        return load_user(config, task)
     return load_data(
         config.dataset,
         limit=config.limit,
@@ -338,7 +432,12 @@ def lineage(config: DataConfig, data: Data) -> DataLineage:
         t = t.detach().cpu().contiguous()
         digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
         digest.update(t.view(torch.uint8).reshape(-1).numpy())
-    if config.builtin:
+    settings = {"split_seed": config.split_seed, "limit": config.limit, "val_fraction": config.val_fraction}
+    if config.text:
+        name = Path(config.path).name if config.dataset == TEXT_FILE else config.dataset
+        source = text_source(config)
+        settings |= {"test_fraction": config.test_fraction, "context": config.context}
+    elif config.builtin:
         spec = DATASETS[config.dataset]
         local = source_dir(spec)
         shipped = all((local / n).is_file() for n in _raw_names(spec))  # else they came from the cache
@@ -346,7 +445,6 @@ def lineage(config: DataConfig, data: Data) -> DataLineage:
     else:
         name = config.target if config.dataset == IMPORT else config.dataset
         source = (config.target or _callable_path(config.dataset)) + (f" {config.kwargs}" if config.kwargs else "")
-    settings = {"split_seed": config.split_seed, "limit": config.limit, "val_fraction": config.val_fraction}
     sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
     return DataLineage(name, source, digest.hexdigest(), sizes, settings | {"normalize": config.normalize})
 

@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from initsweep.catalog.models import REGISTERED_MODELS, CNNConfig, MLPConfig
+from initsweep.catalog.models import MODEL_CONFIGS, REGISTERED_MODELS, CNNConfig, MLPConfig
 from initsweep.catalog.schemes import SchemeError
+from initsweep.catalog.tasks import TASKS
 from initsweep.config import ConfigError, SchemeRow, SweepConfig, TrialConfig
 from initsweep.engine.diagnostics import init_diagnostics
 from initsweep.engine.schemes import apply_scheme, plan_init
+from initsweep.engine.transformers import build_gpt, build_vit
 from initsweep.engine.usercode import problem_of, resolve_target
 
 if TYPE_CHECKING:
@@ -65,7 +67,7 @@ def build_cnn(cfg: CNNConfig, input_shape: tuple[int, ...], num_classes: int) ->
     )
 
 
-BUILDERS: dict[str, Callable[..., nn.Module]] = {"mlp": build_mlp, "cnn": build_cnn}
+BUILDERS: dict[str, Callable[..., nn.Module]] = {"mlp": build_mlp, "cnn": build_cnn, "gpt": build_gpt, "vit": build_vit}
 """`build(cfg, input_shape, num_classes) -> nn.Module`, weights left for a scheme to set."""
 
 
@@ -87,7 +89,7 @@ def _factory(cfg) -> tuple[Callable[..., Any], dict[str, Any]]:
 def build_model(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """The model a config describes, weights left for a scheme to set. Yours is
     `factory(input_shape, num_classes, **kwargs)`; what it returns must be an `nn.Module`."""
-    if cfg.name in BUILDERS and type(cfg) in (MLPConfig, CNNConfig):
+    if cfg.name in BUILDERS and type(cfg) is MODEL_CONFIGS.get(cfg.name):
         return BUILDERS[cfg.name](cfg, input_shape, num_classes)
     factory, kwargs = _factory(cfg)
     model = factory(tuple(input_shape), num_classes, **kwargs)
@@ -113,7 +115,7 @@ def check_buildable(trial: TrialConfig, data: Data) -> list[str]:
             raise
         except Exception as err:
             raise ConfigError(f"{key}: building the model raised {problem_of(err)}") from None
-        plan = plan_init(model, trial.init)
+        plan = plan_init(model, trial.init, trial.row.scheme)
         try:
             apply_scheme(
                 model,
@@ -138,28 +140,31 @@ def check_buildable(trial: TrialConfig, data: Data) -> list[str]:
             raise ConfigError(
                 f"{key}: one batch of shape {tuple(x.shape)} fails in forward: {problem_of(err)}"
             ) from None
-        want = (len(x), data.num_classes)
+        want = (*y.shape, data.num_classes)  # (batch, classes), an LM's (batch, context, vocab)
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         if got != want:
+            output = TASKS[trial.task].output
             raise ConfigError(
-                f"{key}: the output on a batch of shape {tuple(x.shape)} is {got}; expected {want} (batch, num_classes)"
+                f"{key}: the output on a batch of shape {tuple(x.shape)} is {got}; expected {want} {output} "
+                f"for task {trial.task}"
             )
         try:
-            init_diagnostics(model, x, y, trial.init)
+            init_diagnostics(model, x, y, trial.init, trial.row.scheme)
         except Exception as err:
             raise ConfigError(f"{key}: the backward pass of one batch fails: {problem_of(err)}") from None
     return plan.describe()
 
 
 def sweep_checks(sweep: SweepConfig) -> list[TrialConfig]:
-    """One trial per distinct model, init and data setting of the sweep (a search's: each scheme's)."""
+    """One trial per distinct scheme, model, init and data setting of the sweep (a search's: each scheme's):
+    a scheme may refuse a model (one drawing by role needs a transformer's roles)."""
     if sweep.schemes is not None:
         trials = sweep.trials()
     else:
         trials = [sweep.trial(SchemeRow(scheme=name)) for name in sweep.search.schemes]
     distinct: dict[str, TrialConfig] = {}
     for t in trials:
-        distinct.setdefault(t.model_dump_json(include={"model", "init", "data"}), t)
+        distinct.setdefault(t.row.scheme + t.model_dump_json(include={"model", "init", "data"}), t)
     return list(distinct.values())
 
 
@@ -167,7 +172,10 @@ def check_sweep(sweep: SweepConfig, data: Data) -> list[str]:
     """`check_buildable` for each distinct model and init of the sweep, and the split of a dataset the
     registry does not know (sizes only known once loaded); returns the first trial's layer lines."""
     problem = sweep.data.split_problem(
-        sweep.train.batch_size, train_size=len(data.train) + len(data.val), num_classes=data.num_classes
+        sweep.train.batch_size,
+        train_size=len(data.train) + len(data.val),
+        num_classes=data.num_classes,
+        task=sweep.task,
     )
     if problem and not sweep.data.builtin:
         raise ConfigError(problem)

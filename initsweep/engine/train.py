@@ -16,6 +16,9 @@ continues from it with the metrics an uninterrupted run would have had (checkpoi
 
 Divergence is a result, not a crash: a non-finite loss stops that seed, records the step, and its
 metrics from then on are the finite penalties `DIVERGED_LOSS` and `DIVERGED_ACCURACY`.
+
+The loop knows no task: the trial's task (`initsweep.engine.tasks`: classification, language model)
+gives every loss and metric, packed or not.
 """
 
 from __future__ import annotations
@@ -31,21 +34,22 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from initsweep.config import TrialConfig
 from initsweep.engine.data import Data, Split
 from initsweep.engine.diagnostics import init_diagnostics
 from initsweep.engine.folded import FoldedModel, fold_failure
 from initsweep.engine.models import build_model
-from initsweep.engine.packed import PackedMLP, packable, packed_cross_entropy
+from initsweep.engine.packed import PackedMLP, packable
 from initsweep.engine.schemes import apply_scheme
+from initsweep.engine.tasks import DIVERGED_ACCURACY, DIVERGED_LOSS, TASKS, Task
 from initsweep.engine.vmapped import VmappedModel, vmap_failure
 from initsweep.results import SeedResult, TrialResult
 
 __all__ = [
     "DIVERGED_ACCURACY",
     "DIVERGED_LOSS",
+    "EVAL_LOGITS",
     "PROBE_SIZE",
     "PackingFallbackWarning",
     "evaluate",
@@ -53,16 +57,15 @@ __all__ = [
     "seed_streams",
 ]
 
-DIVERGED_LOSS = 1e9
-"""Every loss metric of a seed from the epoch it diverged on: finite, and worse than any real loss."""
-DIVERGED_ACCURACY = 0.0
-"""Every accuracy (%) of a seed from the epoch it diverged on."""
 PROBE_SIZE = 500
-"""Train images (the split's first) that LSUV and the init diagnostics measure on."""
+"""Train predictions (the split's first images, or tokens of its first windows) that LSUV and the init
+diagnostics measure on."""
+EVAL_LOGITS = 1 << 22
+"""Logits per seed in one evaluation chunk (16 MB): 2000 images of 10 classes, 128 windows of an LM."""
 
 EpochCallback = Callable[[int, list["SeedResult"], Callable[[], dict]], None]
 """`on_epoch(epoch, seeds, snapshot)` after every seed trained epoch `epoch` (1-based): each `SeedResult`
-so far, its `epochs[-1]` that epoch's metrics (after the last epoch `test_accuracy` is set too), and
+so far, its `epochs[-1]` that epoch's metrics (after the last epoch its `test` metrics are set too), and
 `snapshot()`, the training state to pass as `run_trial(resume=...)` (built only when called)."""
 
 
@@ -71,30 +74,51 @@ def seed_streams(seed: int) -> tuple[int, int, int]:
     return tuple(int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(3))
 
 
+def eval_chunk(split: Split, num_classes: int, most: int = 2000) -> int:
+    """Examples per evaluation chunk: at most `most`, and at most `EVAL_LOGITS` logits per seed."""
+    per_example = max(1, split.y[0].numel() * num_classes)
+    return max(1, min(most, EVAL_LOGITS // per_example))
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, *, train_mode: bool = False, chunk: int = 2000) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy in %) on `split`; `train_mode` keeps dropout on (BatchNorm still
-    uses, and leaves alone, its running statistics)."""
+def evaluate(
+    model: nn.Module, split: Split, task: Task, num_classes: int, *, name: str = "val", train_mode: bool = False
+) -> dict[str, float]:
+    """The task's metrics on `split` (`{name}_loss` and its score); `train_mode` keeps dropout on
+    (BatchNorm still uses, and leaves alone, its running statistics)."""
     was_training = model.training
     model.eval()
     if train_mode:
         for m in model.modules():
             if isinstance(m, nn.modules.dropout._DropoutNd):
                 m.train()
-    loss_sum, correct = 0.0, 0
+    sums: dict[str, float] = {}
+    chunk = eval_chunk(split, num_classes)
     for i in range(0, len(split), chunk):
-        logits = model(split.x[i : i + chunk])
-        y = split.y[i : i + chunk]
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
+        y = split.y[i : i + chunk].unsqueeze(0)
+        for k, v in task.sums(model(split.x[i : i + chunk]).unsqueeze(0), y).items():
+            sums[k] = sums.get(k, 0.0) + v.item()
     model.train(was_training)
-    return loss_sum / len(split), 100.0 * correct / len(split)
+    return task.metrics(sums, task.predictions(split.y.unsqueeze(0)), name)
+
+
+def _train_mode_metrics(task: Task, metrics: dict[str, float]) -> dict[str, float]:
+    """Validation with dropout on: the metrics the task measures that way, renamed `..._train_mode`."""
+    return {f"{k}_train_mode": v for k, v in metrics.items() if f"{k}_train_mode" in task.info.epoch_metrics}
+
+
+def _test_metrics(task: Task, metrics: dict[str, float]) -> dict[str, float]:
+    """A seed's test metrics: the task's, or their penalties where the loss is not finite."""
+    if not math.isfinite(metrics["test_loss"]):
+        return {m: task.penalty(m) for m in task.info.test_metrics}
+    return {m: metrics[m] for m in task.info.test_metrics}
 
 
 def _initialized_model(trial: TrialConfig, data: Data, seed: int) -> tuple[nn.Module, SeedResult]:
     """The seed's model, initialized on the CPU (the same seed gives the same weights on any device),
     and its result record holding the init diagnostics."""
-    probe = data.train.x[:PROBE_SIZE].cpu(), data.train.y[:PROBE_SIZE].cpu()
+    n = max(1, PROBE_SIZE // data.train.y[0].numel())  # 500 images, or 500 tokens of an LM's windows
+    probe = data.train.x[:n].cpu(), data.train.y[:n].cpu()
     model = _build(trial, data)
     apply_scheme(
         model,
@@ -105,7 +129,7 @@ def _initialized_model(trial: TrialConfig, data: Data, seed: int) -> tuple[nn.Mo
         activation=getattr(trial.model, "activation", None),
         init=trial.init,
     )
-    return model, SeedResult(seed, diagnostics=init_diagnostics(model, *probe, trial.init))
+    return model, SeedResult(seed, diagnostics=init_diagnostics(model, *probe, trial.init, trial.row.scheme))
 
 
 def _build(trial: TrialConfig, data: Data) -> nn.Module:
@@ -121,12 +145,9 @@ def _optimizer(trial: TrialConfig, params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, fused=True)
 
 
-def _penalty(val_train_mode: bool) -> dict[str, float]:
-    metrics = dict.fromkeys(("train_loss", "last_batch_loss", "val_loss"), DIVERGED_LOSS)
-    metrics["val_accuracy"] = DIVERGED_ACCURACY
-    if val_train_mode:
-        metrics["val_accuracy_train_mode"] = DIVERGED_ACCURACY
-    return metrics
+def _penalty(task: Task, val_train_mode: bool) -> dict[str, float]:
+    """A diverged seed's epoch metrics: every metric of the task at its worst finite value."""
+    return {m: task.penalty(m) for m in task.info.epoch_metrics if val_train_mode or not m.endswith("_train_mode")}
 
 
 class _SeedRun:
@@ -138,6 +159,7 @@ class _SeedRun:
         model, self.result = _initialized_model(trial, data, seed)
         self.model = model.to(device)
         self.trial, self.device, self.step = trial, device, 0
+        self.task, self.num_classes = TASKS[trial.task], data.num_classes
         self.optimizer = _optimizer(trial, model.parameters())
         self.order = torch.Generator().manual_seed(order_seed)
         self.results = [self.result]  # as a packed run's, for run_trial
@@ -181,7 +203,7 @@ class _SeedRun:
         total, count = 0.0, 0
         for start in range(0, len(train), batch_size):
             idx = perm[start : start + batch_size]
-            loss = F.cross_entropy(model(train.x[idx]), train.y[idx])
+            loss = self.task.loss(model(train.x[idx]).unsqueeze(0), train.y[idx].unsqueeze(0))[0]
             self.step += 1
             value = loss.item()
             if not math.isfinite(value):
@@ -193,19 +215,15 @@ class _SeedRun:
             total, count = total + value, count + 1
             if self.step % log_every == 0:
                 self.result.step_losses.append((self.step, value))
-        val_loss, val_accuracy = evaluate(model, data.val)
-        metrics = {
-            "train_loss": total / count,
-            "last_batch_loss": value,
-            "val_loss": val_loss,
-            "val_accuracy": val_accuracy,
-        }
+        metrics = {"train_loss": total / count, "last_batch_loss": value}
+        metrics |= evaluate(model, data.val, self.task, self.num_classes)
         if val_train_mode:
-            metrics["val_accuracy_train_mode"] = evaluate(model, data.val, train_mode=True)[1]
+            on = evaluate(model, data.val, self.task, self.num_classes, train_mode=True)
+            metrics |= _train_mode_metrics(self.task, on)
         return metrics
 
     def _record_penalty(self) -> None:
-        self.result.epochs.append(_penalty(self.trial.train.val_train_mode))
+        self.result.epochs.append(_penalty(self.task, self.trial.train.val_train_mode))
 
     def state_dict(self) -> dict:
         return {
@@ -226,11 +244,11 @@ class _SeedRun:
         self.results = [self.result]
 
     def finish(self, data: Data) -> None:
-        self.result.test_accuracy = DIVERGED_ACCURACY
-        if not self.result.diverged:
-            test_loss, test_accuracy = evaluate(self.model, data.test)
-            if math.isfinite(test_loss):
-                self.result.test_accuracy = test_accuracy
+        if self.result.diverged:
+            self.result.test = {m: self.task.penalty(m) for m in self.task.info.test_metrics}
+        else:
+            metrics = evaluate(self.model, data.test, self.task, self.num_classes, name="test")
+            self.result.test = _test_metrics(self.task, metrics)
 
 
 class _PackedRun:
@@ -240,8 +258,11 @@ class _PackedRun:
     vmapped model's other randomness than `nn.Dropout` (if any) draws from the global RNG, seeded from a
     per-trial stream that is saved and restored around each epoch, as `_SeedRun` does per seed."""
 
-    def __init__(self, trial: TrialConfig, seeds: list[int], device: torch.device, model: PackedMLP | VmappedModel):
+    def __init__(
+        self, trial: TrialConfig, seeds: list[int], device: torch.device, model: PackedMLP | VmappedModel, data: Data
+    ):
         self.model = model
+        self.task, self.num_classes = TASKS[trial.task], data.num_classes
         self.n_seeds = len(seeds)
         self.optimizer = _optimizer(trial, self.model.parameters())
         streams = [seed_streams(seed) for seed in seeds]
@@ -272,7 +293,7 @@ class _PackedRun:
                 self.rng_state = _get_rng(self._cuda())
 
     def _forward(self, x: torch.Tensor, generators, *, train: bool, shared: bool = False) -> torch.Tensor:
-        """Logits (S, B, C): x is (S, B, ...) per-seed batches, or (B, ...) for every seed when `shared`;
+        """Logits (S, B, ...): x is (S, B, ...) per-seed batches, or (B, ...) for every seed when `shared`;
         dropout on when `generators` is given."""
         if not self.vmapped:
             if shared:
@@ -298,7 +319,7 @@ class _PackedRun:
             for start in range(0, len(train), t.batch_size):
                 idx = perms[:, start : start + t.batch_size]
                 logits = self._forward(train.x[idx], self.dropouts, train=True)
-                losses = packed_cross_entropy(logits, train.y[idx])
+                losses = self.task.loss(logits, train.y[idx])
                 self.step += 1
                 values = losses.tolist()
                 for s, v in enumerate(values):
@@ -323,31 +344,32 @@ class _PackedRun:
             m = epoch_metrics[s]
             if m is None or not all(math.isfinite(v) for v in m.values()):
                 r.diverged_step = r.diverged_step or self.step
-                r.epochs.append(_penalty(t.val_train_mode))
+                r.epochs.append(_penalty(self.task, t.val_train_mode))
             else:
                 r.epochs.append(m)
 
     @torch.no_grad()
-    def _packed_eval(self, split: Split, generators=None) -> tuple[list[float], list[float]]:
-        """Per seed: (mean cross-entropy, accuracy %) on `split`; dropout on when `generators` is given."""
-        chunk = getattr(self.model, "eval_batch", 2000)
-        loss_sum, correct = torch.zeros(self.n_seeds), torch.zeros(self.n_seeds)
+    def _packed_eval(self, split: Split, generators=None, name: str = "val") -> list[dict[str, float]]:
+        """Per seed: the task's metrics on `split`; dropout on when `generators` is given."""
+        chunk = eval_chunk(split, self.num_classes, getattr(self.model, "eval_batch", 2000))
+        sums: dict[str, torch.Tensor] = {}
         for i in range(0, len(split), chunk):
             x, y = split.x[i : i + chunk], split.y[i : i + chunk]
             logits = self._forward(x, generators, train=False, shared=True)
-            ys = y.unsqueeze(0).expand(self.n_seeds, -1)
-            loss_sum += packed_cross_entropy(logits, ys).cpu() * len(y)
-            correct += (logits.argmax(2) == ys).sum(1).cpu()
-        return (loss_sum / len(split)).tolist(), (100.0 * correct / len(split)).tolist()
+            ys = y.unsqueeze(0).expand(self.n_seeds, *y.shape)
+            for k, v in self.task.sums(logits, ys).items():
+                sums[k] = sums.get(k, 0.0) + v.double().cpu()
+        count = self.task.predictions(split.y.unsqueeze(0))
+        return [self.task.metrics({k: v[s].item() for k, v in sums.items()}, count, name) for s in range(self.n_seeds)]
 
     def _evaluate(self, split: Split, metrics: list[dict[str, float] | None], train_mode: bool) -> None:
-        losses, accuracies = self._packed_eval(split)
-        extra = self._packed_eval(split, self.dropouts)[1] if train_mode else None
+        values = self._packed_eval(split)
+        extra = self._packed_eval(split, self.dropouts) if train_mode else None
         for s, m in enumerate(metrics):
             if m is not None:
-                m |= {"val_loss": losses[s], "val_accuracy": accuracies[s]}
+                m |= values[s]
                 if extra is not None:
-                    m["val_accuracy_train_mode"] = extra[s]
+                    m |= _train_mode_metrics(self.task, extra[s])
 
     def state_dict(self) -> dict:
         state = {
@@ -376,10 +398,10 @@ class _PackedRun:
 
     def finish(self, data: Data) -> None:
         with self._trial_rng(keep=False):
-            losses, accuracies = self._packed_eval(data.test)
+            values = self._packed_eval(data.test, name="test")
         for s, r in enumerate(self.results):
-            ok = not r.diverged and math.isfinite(losses[s])
-            r.test_accuracy = accuracies[s] if ok else DIVERGED_ACCURACY
+            penalties = {m: self.task.penalty(m) for m in self.task.info.test_metrics}
+            r.test = penalties if r.diverged else _test_metrics(self.task, values[s])
 
 
 def _get_rng(cuda: list[torch.device]) -> list[torch.Tensor]:
@@ -436,7 +458,7 @@ def _runs(trial: TrialConfig, data: Data, device: torch.device, pack: Pack, on_n
         model = PackedMLP(models).to(device)
     else:
         model = VmappedModel(models, device)
-        reason = vmap_failure(model, probe_x, probe_y)  # also refuses data-dependent control flow
+        reason = vmap_failure(model, probe_x, probe_y, TASKS[trial.task])  # also refuses data-dependent control flow
         if reason is not None:
             return one_at_a_time(f"does not vmap ({reason[:200]})")
         if pack != "vmap" and _has_conv(models[0]):  # an MLP runs faster vmapped than folded (0.82x vs 0.75x)
@@ -450,7 +472,7 @@ def _runs(trial: TrialConfig, data: Data, device: torch.device, pack: Pack, on_n
             elif pack is None and device.type == "cpu":
                 why = f"does not fold ({reason[:200]}), and vmapped its convolutions run slower on the CPU"
                 return one_at_a_time(why)
-    run = _PackedRun(trial, trial.seeds, device, model)
+    run = _PackedRun(trial, trial.seeds, device, model, data)
     run.results = [result for _, result in built]
     return [run]
 

@@ -18,16 +18,23 @@ result is reproducible but depends on which seeds share its trial.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import warnings
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
-from torch.nn import functional as F
 
 from initsweep.engine.packed import apply_dropout, dropout_bits
 
+if TYPE_CHECKING:
+    from initsweep.engine.tasks import Task
+
 __all__ = ["SeedDropout", "VmappedModel", "vmap_failure"]
+
+# vmap runs the CPU's flash attention seed by seed (no batching rule yet) and says so on every call; the
+# results are right, and bench/ measures what it costs.
+warnings.filterwarnings("ignore", message=r".*_scaled_dot_product_flash_attention_for_cpu", category=UserWarning)
 
 
 class SeedDropout(nn.Module):
@@ -175,9 +182,9 @@ class VmappedModel:
         return model
 
 
-def vmap_failure(model: VmappedModel, x: torch.Tensor, y: torch.Tensor, loss: Callable = F.cross_entropy) -> str | None:
-    """Why `model` cannot train vmapped (one forward and backward on the batch `x`, `y` shared by every
-    seed, on copies: nothing of the model changes), or None when it can."""
+def vmap_failure(model: VmappedModel, x: torch.Tensor, y: torch.Tensor, task: Task) -> str | None:
+    """Why `model` cannot train vmapped (one forward and backward of the task's loss on the batch `x`,
+    `y` shared by every seed, on copies: nothing of the model changes), or None when it can."""
     params = {k: v.detach().clone().requires_grad_() for k, v in model.params.items()}
     buffers = {k: v.clone() for k, v in model.buffers.items()}
     gens = [torch.Generator(x.device).manual_seed(s) for s in range(model.n_seeds)]
@@ -185,7 +192,7 @@ def vmap_failure(model: VmappedModel, x: torch.Tensor, y: torch.Tensor, loss: Ca
     try:
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
             logits = model(x, gens, shared=True, params=params, buffers=buffers)
-            vmap(loss, in_dims=(0, None))(logits, y).sum().backward()
+            task.loss(logits, y.unsqueeze(0).expand(model.n_seeds, *y.shape)).sum().backward()
     except Exception as e:  # vmap's refusals are RuntimeErrors, unsupported ops may raise others
         return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
     return None

@@ -17,6 +17,7 @@ from pathlib import Path
 import markdown
 
 from initsweep.catalog.schemes import Range
+from initsweep.catalog.tasks import TASKS
 from initsweep.config import SweepConfig
 from initsweep.report import grid, meanfield, plots, tuning
 from initsweep.report.stats import ADJUSTMENT
@@ -30,7 +31,7 @@ from initsweep.report.summary import (
     summarize,
     terminal_table,
 )
-from initsweep.report.tables import ci_cell, md_table, shorten
+from initsweep.report.tables import ci_cell, digits_of, md_table, shorten
 from initsweep.results import TrialResult
 
 __all__ = ["Report", "build_report"]
@@ -83,6 +84,7 @@ def build_report(
     summaries = summarize(results, sweep)
     ranked = [s.trial for s in summaries]
     obj = sweep.objective
+    shown_metric = TASKS[sweep.task].intervals[0]  # val_accuracy, an LM's val_loss
     panels = grid.grid_panels(results, sweep)
     grid_pngs = {}
     if panels:
@@ -97,8 +99,8 @@ def build_report(
     grid_md = grid.grid_section(panels, sweep, grid_pngs)
     theory_md, theory_pngs = meanfield.theory_section(results, panels, sweep, folder)
     pngs = {
-        "Validation accuracy per scheme": plots.accuracy_by_scheme(
-            ranked, summaries, "val_accuracy", folder / "plots" / "val_accuracy.png"
+        f"{shown_metric} per scheme": plots.metric_by_scheme(
+            ranked, summaries, shown_metric, folder / "plots" / f"{shown_metric}.png"
         ),
         "Training loss": plots.loss_curves(ranked[:12], folder / "plots" / "loss_curves.png"),
         "Signal propagation at init": plots.signal_propagation(
@@ -152,21 +154,22 @@ def _markdown(sweep, summaries, header, cells, pngs, notes, title_note, failed=(
     n_compared = sum(s.vs_baseline is not None for s in summaries)
     baseline_trial = baseline_of([s.trial for s in summaries], sweep)
     baseline = baseline_trial.row_name if baseline_trial else None
+    unit = "tokens" if sweep.data.text else "images"
     parts = [
         f"# initsweep report: {sweep.name}",
         f"{kind} sweep, {len(summaries)} trials x {len(sweep.seeds)} seeds ({sweep.seeds}); "
         f"{sweep.model.name} on {sweep.data.dataset}"
-        f"{f' ({sweep.data.limit} images)' if sweep.data.limit else ''}, {sweep.train.optimizer} "
+        f"{f' ({sweep.data.limit} {unit})' if sweep.data.limit else ''}, {sweep.train.optimizer} "
         f"lr {sweep.train.lr:g}, batch {sweep.train.batch_size}, {sweep.train.epochs} epochs. "
         f"Objective: mean `{obj.metric}` over seeds ({obj.mode}). {_tuned_note(sweep)}{title_note}".strip(),
     ]
     if best is not None:
-        parts.append(f"**Best:** {best.trial.name}, {obj.metric} {ci_cell(best.intervals[obj.metric])} ({pct}% CI).")
+        best_ci = ci_cell(best.intervals[obj.metric], digits_of(obj.metric))
+        parts.append(f"**Best:** {best.trial.name}, {obj.metric} {best_ci} ({pct}% CI).")
     if grid_md:
         parts.append(grid_md.rstrip())
     parts.append(
-        f"## Results\n\nMeans over seeds with {pct}% t-intervals. `val acc` is measured in eval mode (the sound "
-        "number); `dropout-on` with dropout still active, as the founding notebook did. "
+        f"## Results\n\nMeans over seeds with {pct}% t-intervals. {TASKS[sweep.task].about} "
         + (
             f"Δ is each row minus the baseline ({baseline}{', with the same grid values' if sweep.grid else ''}), "
             "paired by seed (seeds share data order and dropout streams), with a paired t-test; its p-value "

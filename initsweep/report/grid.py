@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from initsweep.catalog.datasets import DATASETS
+from initsweep.catalog.tasks import TASKS
 from initsweep.config import SweepConfig, axis_label
 from initsweep.report.stats import Interval, mean_ci
-from initsweep.report.tables import ci_cell, md_table
+from initsweep.report.tables import ci_cell, digits_of, md_table
 from initsweep.results import TrialResult
 
 __all__ = ["GridPanel", "chance_accuracy", "grid_panels", "grid_section", "summary_lines", "trains"]
@@ -70,7 +71,10 @@ def grid_panels(results: list[TrialResult], sweep: SweepConfig) -> list[GridPane
 
 def chance_accuracy(sweep: SweepConfig) -> float | None:
     """Accuracy (%) of guessing one class, for a built-in dataset; None for your own (its classes are
-    known only once it loads), which leaves out the trains / at-chance statements."""
+    known only once it loads), which leaves out the trains / at-chance statements; None too for a task
+    that measures no accuracy (a language model)."""
+    if "val_accuracy" not in TASKS[sweep.task].epoch_metrics:
+        return None
     info = DATASETS.get(sweep.data.dataset)
     return 100.0 / info.num_classes if info else None
 
@@ -104,7 +108,7 @@ def summary_lines(panel: GridPanel, sweep: SweepConfig) -> list[str]:
         row, ci = pick(scored, key=lambda t: t[1].mean)
         ties = [r for r, other in scored if r != row and _overlap(ci, other)]
         tie_text = f" (intervals overlap: {', '.join(ties)})" if ties else ""
-        best_at.append(f"{axis} {c}: {row} {ci_cell(ci)}{tie_text}")
+        best_at.append(f"{axis} {c}: {row} {ci_cell(ci, digits_of(metric))}{tie_text}")
     lines.append("Best at each " + axis + ": " + "; ".join(best_at) + ".")
     chance = chance_accuracy(sweep)
     if "accuracy" not in metric or chance is None:
@@ -168,6 +172,7 @@ def grid_section(panels: list[GridPanel], sweep: SweepConfig, pngs: dict[str, Pa
         title = f"### {panel.title}" if panel.title else "### All trials"
         summary = "\n".join(f"- {line}" for line in summary_lines(panel, sweep))
         header = ["scheme", *(f"{panel.axis} {c}" for c in panel.columns)]
-        cells = [[row, *(ci_cell(panel.intervals.get((row, c))) for c in panel.columns)] for row in panel.rows]
+        digits = digits_of(sweep.objective.metric)
+        cells = [[row, *(ci_cell(panel.intervals.get((row, c)), digits) for c in panel.columns)] for row in panel.rows]
         parts.append(f"{title}\n\n{summary}\n\n{md_table(header, cells)}")
     return "\n\n".join(parts) + "\n"

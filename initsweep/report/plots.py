@@ -25,9 +25,9 @@ if TYPE_CHECKING:
     from initsweep.results import TrialResult
 
 __all__ = [
-    "accuracy_by_scheme",
     "grid_heatmap",
     "loss_curves",
+    "metric_by_scheme",
     "objective_vs_params",
     "optimization_history",
     "param_importances",
@@ -75,7 +75,7 @@ def loss_curves(rows: list[TrialResult], path: Path) -> Path:
     return _save(fig, path)
 
 
-def accuracy_by_scheme(rows: list[TrialResult], summaries: list[RowSummary], metric: str, path: Path) -> Path:
+def metric_by_scheme(rows: list[TrialResult], summaries: list[RowSummary], metric: str, path: Path) -> Path:
     """Each seed's final value as a dot, the mean with its confidence interval as a bar."""
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.4))
     ys = np.arange(len(rows))[::-1]
@@ -89,7 +89,8 @@ def accuracy_by_scheme(rows: list[TrialResult], summaries: list[RowSummary], met
             )
         ax.scatter([ci.mean], [y], marker="D", color="tab:blue", zorder=3)
     ax.set_yticks(ys, [r.name for r in rows], fontsize=8)
-    ax.set_xlabel(f"{metric} (%): seeds (dots), mean and 95% CI (diamond, bar)")
+    unit = " (%)" if "accuracy" in metric else ""
+    ax.set_xlabel(f"{metric}{unit}: seeds (dots), mean and 95% CI (diamond, bar)")
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
 

@@ -9,9 +9,10 @@ import warnings
 from dataclasses import dataclass, field
 
 from initsweep.catalog.schemes import Range
+from initsweep.catalog.tasks import TASKS
 from initsweep.config import SweepConfig
 from initsweep.report.stats import ADJUSTMENT, Interval, Paired, adjust_p_values, mean_ci, paired_difference
-from initsweep.report.tables import ci_cell, fmt, md_table, p_cell, shorten, signed_ci, text_table
+from initsweep.report.tables import ci_cell, digits_of, fmt, md_table, p_cell, shorten, signed_ci, text_table
 from initsweep.results import FINAL_METRICS, TrialResult, rank_key
 
 __all__ = [
@@ -85,21 +86,21 @@ def _paired(trial: TrialResult, baseline: TrialResult, metric: str, level: float
 
 def result_table(summaries: list[RowSummary], sweep: SweepConfig) -> tuple[list[str], list[list[str]]]:
     """The result table's header and cells (shared by the terminal, Markdown and CSV forms)."""
-    pct = round(sweep.report.level * 100)
-    train_mode = any("val_accuracy_train_mode" in s.intervals for s in summaries)
+    pct, task = round(sweep.report.level * 100), TASKS[sweep.task]
+    has = {m for s in summaries for m in s.intervals}
+    intervals = [m for m in task.intervals if m in has or m == task.intervals[0]]
     has_baseline = any(s.vs_baseline is not None for s in summaries)
     obj = sweep.objective.metric
-    header = ["rank", "scheme", "n", f"val acc % ({pct}% CI)"]
-    header += [f"val acc dropout-on % ({pct}% CI)"] if train_mode else []
-    header += ["test acc %", "train loss (epoch mean)", "last-batch loss", "diverged"]
+    header = ["rank", "scheme", "n", *(f"{METRIC_LABELS.get(m, m)} ({pct}% CI)" for m in intervals)]
+    header += [METRIC_LABELS.get(m, m) for m in task.test_metrics]
+    header += ["train loss (epoch mean)", "last-batch loss", "diverged"]
     header += [f"Δ {obj} vs baseline ({pct}% CI)", "p (paired t)", f"p ({ADJUSTMENT})"] if has_baseline else []
     cells = []
     for rank, s in enumerate(summaries, 1):
         i = s.intervals
-        row = [str(rank), s.trial.name, str(len(s.trial.seeds)), ci_cell(i.get("val_accuracy"))]
-        row += [ci_cell(i.get("val_accuracy_train_mode"))] if train_mode else []
+        row = [str(rank), s.trial.name, str(len(s.trial.seeds)), *(ci_cell(i.get(m), digits_of(m)) for m in intervals)]
+        row += [fmt(i[m].mean, digits_of(m)) if m in i else "-" for m in task.test_metrics]
         row += [
-            fmt(i["test_accuracy"].mean) if "test_accuracy" in i else "-",
             fmt(i["train_loss"].mean, 4),
             fmt(i["last_batch_loss"].mean, 4),
             str(s.diverged),
@@ -109,7 +110,7 @@ def result_table(summaries: list[RowSummary], sweep: SweepConfig) -> tuple[list[
             row += (
                 ["baseline", "", ""]
                 if vs is None
-                else [signed_ci(vs.difference), p_cell(vs.p_value), p_cell(vs.p_adjusted)]
+                else [signed_ci(vs.difference, digits_of(obj)), p_cell(vs.p_value), p_cell(vs.p_adjusted)]
             )
         cells.append(row)
     return header, cells
@@ -121,8 +122,12 @@ METRIC_LABELS = {
     "test_accuracy": "test acc %",
     "train_loss": "train loss",
     "val_loss": "val loss",
+    "val_bits_per_token": "val bits/token",
+    "test_loss": "test loss",
     "last_batch_loss": "last-batch loss",
 }
+
+
 MIN_NAME_WIDTH = 20
 """The trial names' column is never cut narrower than this; columns are left out first."""
 
@@ -146,17 +151,21 @@ def terminal_table(summaries: list[RowSummary], sweep: SweepConfig, width: int) 
         (0, "#", None),
         (0, "scheme", None),
         (0, "n", lambda s: str(len(s.trial.seeds))),
-        (0, f"{METRIC_LABELS.get(obj, obj)} ({pct}% CI)", lambda s: ci_cell(s.intervals.get(obj))),
+        (0, f"{METRIC_LABELS.get(obj, obj)} ({pct}% CI)", lambda s: ci_cell(s.intervals.get(obj), digits_of(obj))),
     ]
-    if "val_accuracy_train_mode" in has and obj != "val_accuracy_train_mode":
-        train_mode = f"val acc dropout-on % ({pct}% CI)"
-        columns.append((5, train_mode, lambda s: ci_cell(s.intervals["val_accuracy_train_mode"])))
-    if "test_accuracy" in has and obj != "test_accuracy":
-        columns.append((1, "test acc %", mean_of("test_accuracy", 2)))
+    for metric in TASKS[sweep.task].intervals[1:]:  # the dropout-on accuracy, an LM's bits
+        if metric in has and metric != obj:
+            label = f"{METRIC_LABELS.get(metric, metric)} ({pct}% CI)"
+            columns.append((5, label, lambda s, m=metric: ci_cell(s.intervals[m], digits_of(m))))
+    for metric in TASKS[sweep.task].test_metrics:
+        if metric in has:
+            columns.append((1, METRIC_LABELS.get(metric, metric), mean_of(metric, digits_of(metric))))
     columns.append((6, "train loss", mean_of("train_loss", 4)))
     columns.append((3, "diverged", lambda s: str(s.diverged)))
     if has_baseline:
-        columns.append((2, f"Δ vs baseline ({pct}% CI)", vs(lambda v: signed_ci(v.difference), "baseline")))
+        columns.append(
+            (2, f"Δ vs baseline ({pct}% CI)", vs(lambda v: signed_ci(v.difference, digits_of(obj)), "baseline"))
+        )
         columns.append((4, "p (BH)", vs(lambda v: p_cell(v.p_adjusted))))
 
     names = [s.trial.name for s in summaries]

@@ -13,19 +13,24 @@ def fmt(x: float | None, digits: int = 2) -> str:
     return "-" if x is None or math.isnan(x) else f"{x:.{digits}f}"
 
 
-def ci_cell(ci: Interval | None) -> str:
+def ci_cell(ci: Interval | None, digits: int = 2) -> str:
     """`mean [low, high]`; `mean (n=1)` for one seed; `-` for nothing."""
     if ci is None:
         return "-"
     if math.isnan(ci.low):
-        return f"{ci.mean:.2f} (n=1)"
-    return f"{ci.mean:.2f} [{ci.low:.2f}, {ci.high:.2f}]"
+        return f"{ci.mean:.{digits}f} (n=1)"
+    return f"{ci.mean:.{digits}f} [{ci.low:.{digits}f}, {ci.high:.{digits}f}]"
 
 
-def signed_ci(ci: Interval) -> str:
+def signed_ci(ci: Interval, digits: int = 2) -> str:
     if math.isnan(ci.low):
-        return f"{ci.mean:+.2f} (n=1)"
-    return f"{ci.mean:+.2f} [{ci.low:+.2f}, {ci.high:+.2f}]"
+        return f"{ci.mean:+.{digits}f} (n=1)"
+    return f"{ci.mean:+.{digits}f} [{ci.low:+.{digits}f}, {ci.high:+.{digits}f}]"
+
+
+def digits_of(metric: str) -> int:
+    """Decimals a metric is shown with: accuracies (%) 2, losses and bits per token 3."""
+    return 2 if "accuracy" in metric else 3
 
 
 def p_cell(p: float) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from initsweep.config import SweepConfig, TuneRange, axis_label
 from initsweep.report.stats import Interval, mean_ci
-from initsweep.report.tables import ci_cell, md_table
+from initsweep.report.tables import ci_cell, digits_of, md_table
 from initsweep.results import TrialResult, best
 
 __all__ = ["Choice", "choices", "edge_notes", "tuning_section"]
@@ -107,7 +107,10 @@ def tuning_section(chosen: list[Choice], sweep: SweepConfig, pngs: dict) -> str:
     cells = []
     for c in chosen:
         shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in (c.chosen or {}).items())
-        marks = [ci_cell(ci) + (f" ({d} diverged)" if d else "") for _, ci, d in c.candidates]
+        marks = [
+            ci_cell(ci, digits_of(sweep.objective.metric)) + (f" ({d} diverged)" if d else "")
+            for _, ci, d in c.candidates
+        ]
         if not listed:
             marks = ["; ".join(f"{list(v.values())}: {m}" for (v, _, _), m in zip(c.candidates, marks, strict=True))]
         cells.append([c.name, shown or "(none finished)", *marks])

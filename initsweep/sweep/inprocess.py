@@ -31,7 +31,7 @@ def run_in_process(
 ) -> list[TrialResult]:
     """Train every trial of the sweep here; `on_trial(index, total, result)` after each. A tuned sweep
     runs its two stages: every listed candidate on the tuning seeds, then each row at its choice."""
-    data = load_configured(sweep.data)
+    data = load_configured(sweep.data, sweep.task)
     check_sweep(sweep, data)  # your model built and run on one batch first: bad code is one clear line
     results: list[TrialResult] = []
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from initsweep.catalog.datasets import DATASETS
 from initsweep.catalog.models import MODEL_CONFIGS
-from initsweep.catalog.schemes import Range
-from initsweep.config import SweepConfig
+from initsweep.catalog.schemes import Range, get_scheme
+from initsweep.config import SweepConfig, window_count
 
 __all__ = ["describe", "needs_build"]
 
@@ -29,9 +29,11 @@ def _range(r: Range | float | int | str) -> str:
 
 def needs_build(sweep: SweepConfig) -> bool:
     """Whether the dry run builds the model and runs a batch (needs torch and the data): for your own
-    model or dataset, a layer selection or override rules. The built-in ones are known without."""
+    model or dataset, a layer selection or override rules, a scheme that draws by role (it needs the
+    model's roles). The built-in ones are known without."""
     trials = sweep.trials() if sweep.schemes is not None else [sweep]
-    return any(
+    schemes = [row.scheme for row in sweep.schemes] if sweep.schemes is not None else list(sweep.search.schemes)
+    return any(get_scheme(name).needs_roles for name in schemes) or any(
         type(t.model) is not MODEL_CONFIGS.get(t.model.name)
         or not t.data.builtin
         or not t.init.layers.default
@@ -51,7 +53,9 @@ def _model(model, from_grid: list[str] = ()) -> str:
         hidden = model.hidden
         shape = f"{len(hidden)} x {hidden[0]}" if len(set(hidden)) == 1 and len(hidden) > 2 else str(hidden)
         return f"mlp {shape} {model.activation}, dropout {model.dropout:g}"
-    return f"{model.name} {model.activation}, dropout {model.dropout:g}"
+    if model.name == "cnn":
+        return f"{model.name} {model.activation}, dropout {model.dropout:g}"
+    return f"{model.name} " + ", ".join(f"{k}={_value(v)}" for k, v in model.model_dump().items() if k != "name")
 
 
 def _size(sweep: SweepConfig, kind: str) -> str:
@@ -93,17 +97,22 @@ def describe(sweep: SweepConfig, data: Any = None, layers: list[str] | None = No
     """A plain-text plan: what trains, on what, with which resources; `data` (the loaded `Data`) gives the
     sizes of a dataset the registry does not know, `layers` the lines of the layers the init touches."""
     d, t, r = sweep.data, sweep.train, sweep.resources
-    if data is not None:
+    examples = "images"
+    if d.text:  # windows of context tokens, counted from the stream's blocks (the file is read already)
+        blocks = d.text_blocks()
+        n_val, n = window_count(blocks[1], d.context), sum(window_count(b, d.context) for b in blocks[:2])
+        examples = f"windows of {d.context} tokens"
+    elif data is not None:
         n, n_val = len(data.train) + len(data.val), len(data.val)
     else:
         n = d.limit or DATASETS[d.dataset].train_size
         n_val = round(n * d.val_fraction)
-    dataset = d.target if d.dataset == "import" else d.dataset
+    dataset = d.source_name
     kind = "search" if sweep.search else "grid"
     model = _model(sweep.model, [k for k in sweep.grid if k.startswith("model.")])
     lines = [
         _size(sweep, kind),
-        f"each: {model} on {dataset} ({n - n_val:,} train / {n_val:,} validation images), "
+        f"each: {model} on {dataset} ({n - n_val:,} train / {n_val:,} validation {examples}), "
         f"{t.optimizer} lr {t.lr:g}, batch {t.batch_size}, {t.epochs} epochs; objective: mean "
         f"{sweep.objective.metric} ({sweep.objective.mode})",
         f"resources: {r.cpus_per_trial:g} CPU and {r.gpus_per_trial:g} GPU per trial, "

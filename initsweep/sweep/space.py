@@ -27,9 +27,10 @@ def trial_from_params(sweep: SweepConfig, params: dict[str, Any]) -> TrialConfig
     """The trial config of a Tune trial's config: a grid cell (in a tuned sweep, with its stage and tuned
     values), or an Optuna draw."""
     if "cell" not in params and sweep.search is not None:  # an Optuna draw: its settings beside the scheme's
-        return sweep.trial(row_from_params(params), {k: params[k] for k in sweep.search.params})
+        return sweep.trial(row_from_params(params), {k: params[k] for k in sweep.search.params}, checked=True)
     cell = params.get("cell", {})
-    return sweep.trial(row_from_params(params), cell.get("axes"), params.get("tuned"), params.get("stage"))
+    row, axes = row_from_params(params), cell.get("axes")
+    return sweep.trial(row, axes, params.get("tuned"), params.get("stage"), checked=True)
 
 
 def row_from_params(params: dict[str, Any]) -> SchemeRow:

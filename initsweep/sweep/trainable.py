@@ -29,7 +29,7 @@ from ray import tune
 from initsweep.config import SweepConfig, TrialConfig
 from initsweep.engine.data import Data, Split
 from initsweep.engine.train import run_trial
-from initsweep.results import SeedResult, aggregate, seeds_to_json
+from initsweep.results import TEST_METRICS, SeedResult, aggregate, seeds_to_json
 from initsweep.sweep.space import trial_from_params
 
 __all__ = [
@@ -163,8 +163,8 @@ def latest_state(trial_folder: Path) -> dict | None:
 def epoch_report(sweep: SweepConfig, epoch: int, seeds: list[SeedResult]) -> dict[str, Any]:
     """Means and stds over seeds at `epoch`, the objective, and every seed's history so far."""
     metrics = aggregate(seeds, epoch)
-    if seeds[0].test_accuracy is not None:  # the last epoch
-        metrics |= {k: v for k, v in aggregate(seeds).items() if k.startswith("test_accuracy")}
+    if seeds[0].test:  # the last epoch
+        metrics |= {k: v for k, v in aggregate(seeds).items() if k.removesuffix("_std") in TEST_METRICS}
     metrics["objective"] = metrics[sweep.objective.metric]
     metrics["epoch"] = epoch
     metrics["seed_results"] = seeds_to_json(seeds)
