@@ -615,7 +615,7 @@ def test_deepnorm_trains_packed_as_each_seed_alone(small_data):
     cut = lambda s, n: Split(s.x[:n], s.y[:n])  # noqa: E731
     data = Data(cut(small_data.train, 300), cut(small_data.val, 100), cut(small_data.test, 100), 10)
     trial = _vit_trial("deepnorm")
-    packed, alone = run_trial(trial, data), run_trial(trial, data, pack=False)
+    packed, alone = run_trial(trial, data, pack=True), run_trial(trial, data, pack=False)
     for p, a in zip(packed.seeds, alone.seeds, strict=True):
         assert not p.diverged and p.epochs[-1] == pytest.approx(a.epochs[-1], rel=1e-4)
     assert packed.seeds[0].epochs[-1] != packed.seeds[1].epochs[-1]

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CLASSIFICATION", "LANGUAGE_MODEL", "TASKS", "TaskInfo"]
+__all__ = ["CLASSIFICATION", "DIVERGED_ACCURACY", "DIVERGED_LOSS", "LANGUAGE_MODEL", "TASKS", "TaskInfo"]
+
+DIVERGED_LOSS = 1e9
+"""Every loss metric of a seed from the epoch it diverged on: finite, and worse than any real loss."""
+DIVERGED_ACCURACY = 0.0
+"""Every accuracy (%) of a seed from the epoch it diverged on."""
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from initsweep.catalog.tasks import CLASSIFICATION, LANGUAGE_MODEL, TaskInfo
+from initsweep.catalog.tasks import CLASSIFICATION, DIVERGED_ACCURACY, DIVERGED_LOSS, LANGUAGE_MODEL, TaskInfo
 
 __all__ = ["DIVERGED_ACCURACY", "DIVERGED_LOSS", "TASKS", "Task"]
-
-DIVERGED_LOSS = 1e9
-"""Every loss metric of a seed from the epoch it diverged on: finite, and worse than any real loss."""
-DIVERGED_ACCURACY = 0.0
-"""Every accuracy (%) of a seed from the epoch it diverged on."""
 
 
 def _token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,7 @@ from initsweep.engine.models import build_model
 from initsweep.engine.packed import PackedMLP, packable
 from initsweep.engine.schemes import apply_scheme
 from initsweep.engine.tasks import DIVERGED_ACCURACY, DIVERGED_LOSS, TASKS, Task
+from initsweep.engine.transformers import Attention
 from initsweep.engine.vmapped import VmappedModel, vmap_failure
 from initsweep.results import SeedResult, TrialResult
 
@@ -431,14 +432,18 @@ def _has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
 
 
+def _has_attention(model: nn.Module) -> bool:
+    return any(isinstance(m, Attention | nn.MultiheadAttention) for m in model.modules())
+
+
 def _runs(trial: TrialConfig, data: Data, device: torch.device, pack: Pack, on_note) -> list:
     """The trial's runs: one packed run of all its seeds, or (`pack=False`, or no packing that pays) one
     `_SeedRun` per seed. MLPs pack as the hand-written `PackedMLP`; conv nets as a `FoldedModel` (the seeds
     side by side in the channel dimension) when it gives each seed its own model's output, other models
     (and conv nets that do not fold, except on the CPU) as a `VmappedModel`. On the CPU a conv net that
-    does not fold trains one seed at a time: vmapped it ran slower (bench (G)). A model vmap cannot run
-    trains one seed at a time. Each decision depends on the model and the device alone, so the same
-    config and seeds give the same metrics."""
+    does not fold, and a transformer, train one seed at a time: vmapped they ran slower (bench (G), (I)).
+    A model vmap cannot run trains one seed at a time. Each decision depends on the model and the device
+    alone, so the same config and seeds give the same metrics."""
 
     def one_at_a_time(why: str | None = None) -> list:
         if why is not None:
@@ -456,6 +461,8 @@ def _runs(trial: TrialConfig, data: Data, device: torch.device, pack: Pack, on_n
     model: PackedMLP | VmappedModel
     if packable(models[0]) and pack != "vmap":
         model = PackedMLP(models).to(device)
+    elif pack is None and device.type == "cpu" and _has_attention(models[0]):
+        return one_at_a_time("has attention, and vmapped it trains slower on the CPU (bench (I))")
     else:
         model = VmappedModel(models, device)
         reason = vmap_failure(model, probe_x, probe_y, TASKS[trial.task])  # also refuses data-dependent control flow
@@ -495,11 +502,11 @@ def run_trial(
 
     The seeds train packed into one model: MLPs as the hand-written `PackedMLP`, other models folded into
     one wide model (`initsweep.engine.folded`) or vmapped (`initsweep.engine.vmapped`); see `_runs`.
-    `pack=True` packs even a conv net that does not fold on the CPU (slower there), `pack="vmap"` packs
-    with vmap, `pack=False` trains every model's seeds one after another (for comparison). A model that
-    does not pack trains its seeds one at a time, and says so in one line, as a `PackingFallbackWarning`
-    and to `on_note` when given (for a caller to print). The same
-    config and seeds give the same metrics on the CPU. `resume` is a snapshot from `on_epoch`: training
+    `pack=True` packs even a conv net that does not fold, or a transformer, on the CPU (slower there),
+    `pack="vmap"` packs with vmap, `pack=False` trains every model's seeds one after another (for
+    comparison). A model that does not pack trains its seeds one at a time, and says so in one line, as a
+    `PackingFallbackWarning` and to `on_note` when given (for a caller to print). The same config and
+    seeds give the same metrics on the CPU. `resume` is a snapshot from `on_epoch`: training
     goes on after its epoch (a snapshot of the last epoch trains nothing).
     """
     start = time.perf_counter()

@@ -17,6 +17,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from initsweep.catalog.schemes import Range
+from initsweep.catalog.tasks import DIVERGED_LOSS
+from initsweep.report.tables import diverged_note
 
 if TYPE_CHECKING:
     from initsweep.report.grid import GridPanel
@@ -211,14 +213,21 @@ def grid_heatmap(panels: list[GridPanel], metric: str, path: Path, marks: list[d
         np.array([[p.intervals[r, c].mean if (r, c) in p.intervals else np.nan for c in p.columns] for r in rows])
         for p in panels
     ]
+    diverged = [v >= DIVERGED_LOSS / 1000 for v in values]  # seeds' penalties: labelled, not coloured
+    values = [np.where(d, np.nan, v) for v, d in zip(values, diverged, strict=True)]
+    decimals = 1 if "accuracy" in metric else 3
     finite = np.concatenate([v[np.isfinite(v)] for v in values])
     vmin, vmax = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)  # every trial failed: no colours
-    for ax, panel, grid in zip(axes[0], panels, values, strict=True):
+    for ax, panel, grid, gone in zip(axes[0], panels, values, diverged, strict=True):
         image = ax.imshow(grid, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
         for (i, j), v in np.ndenumerate(grid):
             if np.isfinite(v):
                 light = v < vmin + 0.6 * (vmax - vmin)
-                ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=8, color="white" if light else "black")
+                text, color = f"{v:.{decimals}f}", "white" if light else "black"
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color)
+            elif gone[i, j]:
+                note = diverged_note(panel.intervals[rows[i], panel.columns[j]].mean)
+                ax.text(j, i, note.replace(" ", "\n", 1), ha="center", va="center", fontsize=8, color="tab:red")
         ax.set_xticks(range(len(panel.columns)), [str(c) for c in panel.columns])
         ax.set_xlabel(panel.axis)
         ax.set_title(panel.title or metric, fontsize=10)

@@ -4,25 +4,39 @@ from __future__ import annotations
 
 import math
 
+from initsweep.catalog.tasks import DIVERGED_LOSS
 from initsweep.report.stats import Interval
 
 __all__ = ["ci_cell", "fmt", "md_table", "p_cell", "shorten", "signed_ci", "text_table"]
 
 
 def fmt(x: float | None, digits: int = 2) -> str:
-    return "-" if x is None or math.isnan(x) else f"{x:.{digits}f}"
+    """`x` to `digits` decimals; `-` for nothing; a mean holding divergence penalties says so."""
+    return "-" if x is None or math.isnan(x) else (diverged_note(x) or f"{x:.{digits}f}")
 
 
 def ci_cell(ci: Interval | None, digits: int = 2) -> str:
     """`mean [low, high]`; `mean (n=1)` for one seed; `-` for nothing."""
     if ci is None:
         return "-"
+    if diverged_note(ci.mean):
+        return diverged_note(ci.mean)
     if math.isnan(ci.low):
         return f"{ci.mean:.{digits}f} (n=1)"
     return f"{ci.mean:.{digits}f} [{ci.low:.{digits}f}, {ci.high:.{digits}f}]"
 
 
+def diverged_note(mean: float) -> str:
+    """`diverged` for a mean loss that is every seed's divergence penalty (`DIVERGED_LOSS`), `a seed
+    diverged` for one that holds some seeds' penalty; `` for a real loss (none comes near 1e6)."""
+    if mean >= DIVERGED_LOSS:
+        return "diverged"
+    return "a seed diverged" if mean >= DIVERGED_LOSS / 1000 else ""
+
+
 def signed_ci(ci: Interval, digits: int = 2) -> str:
+    if abs(ci.mean) >= DIVERGED_LOSS / 1000:  # against a diverged seed's penalty: no difference to tell
+        return "diverged"
     if math.isnan(ci.low):
         return f"{ci.mean:+.{digits}f} (n=1)"
     return f"{ci.mean:+.{digits}f} [{ci.low:+.{digits}f}, {ci.high:+.{digits}f}]"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from initsweep.config import SweepConfig, TuneRange, axis_label
 from initsweep.report.stats import Interval, mean_ci
 from initsweep.report.tables import ci_cell, digits_of, md_table
-from initsweep.results import TrialResult, best
+from initsweep.results import TrialResult, rank_key
 
 __all__ = ["Choice", "choices", "edge_notes", "tuning_section"]
 
@@ -44,7 +44,8 @@ def choices(results: list[TrialResult], sweep: SweepConfig) -> list[Choice]:
             mine = [r for r in tuning if r.axes == axes and r.row_name == row.name]
             if not mine:
                 continue
-            top = best(mine, mode, value=lambda r: r.mean(metric), diverged=lambda r: r.n_diverged > 0)
+            # the sweep's own rule (`staged`): the best mean, a candidate with a diverged seed last, ties first
+            top = min(mine, key=lambda r: rank_key(mode, r.mean(metric), r.n_diverged > 0))
             settings = " ".join(f"{axis_label(k, axes)}={v}" for k, v in axes.items())
             out.append(
                 Choice(
@@ -113,6 +114,8 @@ def tuning_section(chosen: list[Choice], sweep: SweepConfig, pngs: dict) -> str:
         ]
         if not listed:
             marks = ["; ".join(f"{list(v.values())}: {m}" for (v, _, _), m in zip(c.candidates, marks, strict=True))]
+        if shown and all(d for _, _, d in c.candidates):
+            shown += " (every candidate diverged: the first)"
         cells.append([c.name, shown or "(none finished)", *marks])
     parts = [f"## Tuning (stage 1)\n\n{intro}\n\n{md_table(header, cells)}"]
     notes = edge_notes(chosen, sweep)
