@@ -190,7 +190,9 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     interrupted = mlflow_runs(uri, "seed_table")
     assert [r.info.status for r in interrupted["sweep"]] == ["KILLED"]
-    assert len(interrupted["trial"]) == len(finished_first)
+    # every trial that printed its line is recorded; one finishing as the signal lands may be recorded too,
+    # its line cut off (both workers finish at about the same time)
+    assert len(finished_first) <= len(interrupted["trial"]) <= len(finished_first) + 1
     assert all(r.info.status == "FINISHED" for r in interrupted["trial"] + interrupted["seed"])
 
     second = run_cli(
@@ -203,7 +205,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
         line.split("(trial ")[1].split(")")[0] for line in second.stdout.splitlines() if line.startswith("[")
     ]
     assert not set(finished_first) & set(finished_second)  # no finished trial trained twice
-    assert len(finished_first) + len(finished_second) == 9
+    assert len(finished_second) in (9 - len(interrupted["trial"]), 9 - len(finished_first))  # the rest, once
     assert_complete(mlflow_runs(uri, "seed_table"), n_trials=9, n_seeds=2)
 
 
