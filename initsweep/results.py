@@ -74,6 +74,8 @@ class SeedResult:
     diagnostics: list[dict[str, float | str]] = field(default_factory=list)
     """Per-layer statistics at init (`initsweep.engine.diagnostics`)."""
     seconds: float = 0.0
+    lrs: dict[str, float] = field(default_factory=dict)
+    """The learning rate of each param group (`all` under sp; muP's `input`, `hidden`, `output` ...)."""
 
     @property
     def diverged(self) -> bool:

@@ -207,6 +207,12 @@ def _flat_params(trial: TrialConfig) -> dict[str, str]:
     return {k: str(v) for k, v in params.items()}
 
 
+def _lr_params(record: TrialResult) -> dict[str, str]:
+    """Each param group's lr (`lr.hidden`, ...) where a parametrization gives several; one is `lr`."""
+    lrs = record.seeds[0].lrs if record.seeds else {}
+    return {} if len(lrs) <= 1 else {f"lr.{group}": f"{lr:g}" for group, lr in lrs.items()}
+
+
 def _metrics(values: dict[str, float], step: int, ts: int) -> list[Metric]:
     return [Metric(k, float(v), ts, step) for k, v in values.items() if k != "n"]
 
@@ -352,7 +358,7 @@ class Tracker:
         c, ts = self.client, int(time.time() * 1000)
         prediction = predict(record.config)  # mean-field theory's chi1, xi_c, phase for an MLP
         theory = prediction.params() if prediction is not None else {}
-        params = [Param(k, v) for k, v in (_flat_params(record.config) | theory).items()]
+        params = [Param(k, v) for k, v in (_flat_params(record.config) | theory | _lr_params(record)).items()]
         base_tags = {"sweep_id": self.sweep_id, "trial_id": record.trial_id, "node_id": record.node_id or ""}
         if record.config.stage:  # a tuned sweep's candidate ("tune") or judged trial ("eval")
             base_tags["stage"] = record.config.stage

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from initsweep.catalog import IMPORT, Registered, check_target, entry_point_targets, import_path
+from initsweep.catalog.parametrizations import DEPTH_SCALINGS, PARAMETRIZATIONS
 
 __all__ = [
     "ACTIVATIONS",
@@ -48,7 +49,41 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
 
-class MLPConfig(_Strict):
+class _Parametrized(_Strict):
+    """The keys every model with a width shares: how its init and lrs move with width
+    (`initsweep.catalog.parametrizations`)."""
+
+    name: str  # each model's own Literal; declared here so that `name` comes first
+    parametrization: Literal[tuple(PARAMETRIZATIONS)] = "sp"
+    """`sp` (every layer as it is) or `mup` (muP: init scale, lrs and attention scale move with width
+    relative to `base_width`, where the two agree)."""
+    base_width: int | None = Field(default=None, gt=0)
+    """The width muP is relative to (where mup trains exactly as sp): tune there, train wider."""
+
+    @model_validator(mode="after")
+    def _base_width_for_mup(self) -> _Parametrized:
+        if not PARAMETRIZATIONS[self.parametrization].width_free and self.base_width is None:
+            raise ValueError(
+                f"base_width: parametrization {self.parametrization} needs the width it is relative to "
+                "(the width you tune at)"
+            )
+        return self
+
+    @property
+    def model_width(self) -> int:
+        """The width a parametrization scales by."""
+        return self.width
+
+    def at_width(self, width: int) -> _Parametrized:
+        """This model at another width; nothing else changes."""
+        return self.model_copy(update={"width": width})
+
+    def base_config(self) -> _Parametrized:
+        """This model at its base width: the base shapes a parametrization scales from."""
+        return self.at_width(self.base_width or self.model_width)
+
+
+class MLPConfig(_Parametrized):
     """The founding experiment's net: 784-256-128-10, ReLU, dropout 0.2 after each hidden layer."""
 
     name: Literal["mlp"] = "mlp"
@@ -72,6 +107,16 @@ class MLPConfig(_Strict):
         object.__setattr__(self, "hidden", [self.width] * self.depth)
         return self
 
+    @property
+    def model_width(self) -> int:
+        """The widest hidden layer (`width` with `depth`)."""
+        return max(self.hidden)
+
+    def at_width(self, width: int) -> MLPConfig:
+        """Every hidden layer scaled by width / model_width (the same shape of net, narrower or wider)."""
+        hidden = [max(1, round(h * width / self.model_width)) for h in self.hidden]
+        return self.model_copy(update={"hidden": hidden, "width": width})
+
 
 class CNNConfig(_Strict):
     """A small conv net for 28x28 images, so that schemes are tried on conv weights too."""
@@ -85,9 +130,11 @@ class CNNConfig(_Strict):
     """The nonlinearity after each conv block and the dense layer."""
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
     """Dropout probability after the dense layer's activation; 0 leaves dropout out."""
+    parametrization: Literal["sp"] = "sp"
+    """Only `sp`: muP here scales Linear, Embedding and attention widths, not conv channels."""
 
 
-class _TransformerConfig(_Strict):
+class _TransformerConfig(_Parametrized):
     """The keys `gpt` and `vit` share: a stack of `depth` blocks, each multi-head self-attention then an
     MLP, on `width`-wide token vectors (the builders are in `initsweep.engine.transformers`)."""
 
@@ -108,15 +155,23 @@ class _TransformerConfig(_Strict):
     original Transformer and DeepNet: LN after each residual sum) or `none` (no LayerNorm: T-Fixup's setting)."""
     activation: Activation = "gelu"
     """The MLP's nonlinearity: `auto` gains follow it."""
+    residual_scaling: Literal[DEPTH_SCALINGS] = "none"
+    """`depth_mup`: every residual branch times 1/sqrt(depth) (Depth-muP), so that an lr can transfer
+    across depth; `none`: x + f(x)."""
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> _TransformerConfig:
-        if self.width % self.heads:
-            raise ValueError(
-                f"heads: width {self.width} does not split into {self.heads} heads "
-                f"(width must be a multiple of heads; each head gets width / heads dimensions)"
-            )
+        for key, width in (("width", self.width), ("base_width", self.base_width)):
+            if width is not None and width % self.heads:
+                raise ValueError(
+                    f"heads: {key} {width} does not split into {self.heads} heads "
+                    f"({key} must be a multiple of heads; each head gets {key} / heads dimensions)"
+                )
         return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
 
     @property
     def mlp_width(self) -> int:
@@ -178,6 +233,12 @@ class UserModelConfig(_Strict):
     """Keyword arguments for the factory (YAML values)."""
     activation: Activation = "relu"
     """Your network's nonlinearity: `auto` gains follow it (as for the built-in models)."""
+    parametrization: Literal[tuple(PARAMETRIZATIONS)] = "sp"
+    """`sp`, or `mup`: each parameter's width dimensions are told apart by comparing its shape with the
+    same parameter built with `base_kwargs` (as the `mup` package's `set_base_shapes` does)."""
+    base_kwargs: dict[str, Any] = {}
+    """Under mup: the keyword arguments that build your model at its base width, over `kwargs`
+    (`{width: 64}`); mup equals sp where `kwargs` give the same shapes."""
 
     @field_validator("target")
     @classmethod
@@ -190,7 +251,18 @@ class UserModelConfig(_Strict):
             raise ValueError("target: missing (name: import needs target: package.module:factory)")
         if self.target is None and self.name not in REGISTERED_MODELS:
             raise ValueError(f"name: {self.name!r} is not registered in this process and has no target")
+        if not PARAMETRIZATIONS[self.parametrization].width_free and not self.base_kwargs:
+            raise ValueError(
+                f"base_kwargs: parametrization {self.parametrization} needs the kwargs that build your model "
+                "at its base width (e.g. {width: 64})"
+            )
+        if self.base_kwargs and PARAMETRIZATIONS[self.parametrization].width_free:
+            raise ValueError("base_kwargs: only used with parametrization mup")
         return self
+
+    def base_config(self) -> UserModelConfig:
+        """This model as `base_kwargs` build it: the base shapes a parametrization scales from."""
+        return self.model_copy(update={"kwargs": self.kwargs | self.base_kwargs, "base_kwargs": {}})
 
 
 def register_model(name: str, factory: Callable[..., Any], config_class: type[BaseModel] | None = None) -> None:

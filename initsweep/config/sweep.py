@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from initsweep.catalog import IMPORT
 from initsweep.catalog.datasets import DATASETS
 from initsweep.catalog.models import CNNConfig, MLPConfig, ViTConfig
+from initsweep.catalog.parametrizations import PARAMETRIZATIONS
 from initsweep.catalog.schemes import AUTO, SchemeError
 from initsweep.catalog.tasks import LANGUAGE_MODEL, TASKS
 from initsweep.config.base import _Strict, check_seeds
@@ -126,6 +127,19 @@ class TrialConfig(_Shared):
             except SchemeError as err:
                 raise SchemeError(err.problem, f"row.{err.key}") from None
             object.__setattr__(self, "row", SchemeRow(scheme=row.scheme, params=resolved, label=row.name))
+        return self
+
+    @model_validator(mode="after")
+    def _scheme_composes_with_parametrization(self) -> TrialConfig:
+        parametrization = PARAMETRIZATIONS[getattr(self.model, "parametrization", "sp")]
+        schemes = [("row.scheme", self.row.scheme)]
+        schemes += [(f"init.overrides.{i}.scheme", r.scheme) for i, r in enumerate(self.init.overrides)]
+        for key, scheme in schemes:
+            why = parametrization.refuses.get(scheme)
+            if why is not None:
+                raise ValueError(
+                    f"{key}: {scheme} cannot train under model.parametrization {parametrization.name}: {why}"
+                )
         return self
 
     @property

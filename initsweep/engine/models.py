@@ -17,10 +17,12 @@ import torch
 from torch import nn
 
 from initsweep.catalog.models import MODEL_CONFIGS, REGISTERED_MODELS, CNNConfig, MLPConfig
+from initsweep.catalog.parametrizations import PARAMETRIZATIONS
 from initsweep.catalog.schemes import SchemeError
 from initsweep.catalog.tasks import TASKS
 from initsweep.config import ConfigError, SchemeRow, SweepConfig, TrialConfig
 from initsweep.engine.diagnostics import init_diagnostics
+from initsweep.engine.parametrizations import WidthPlan, width_plan
 from initsweep.engine.schemes import apply_scheme, plan_init
 from initsweep.engine.transformers import build_gpt, build_vit
 from initsweep.engine.usercode import problem_of, resolve_target
@@ -28,7 +30,15 @@ from initsweep.engine.usercode import problem_of, resolve_target
 if TYPE_CHECKING:
     from initsweep.engine.data import Data
 
-__all__ = ["ACTIVATION_MODULES", "BUILDERS", "build_model", "check_buildable", "check_sweep"]
+__all__ = [
+    "ACTIVATION_MODULES",
+    "BUILDERS",
+    "build_model",
+    "check_buildable",
+    "check_sweep",
+    "initialize",
+    "plan_widths",
+]
 
 ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -98,6 +108,44 @@ def build_model(cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Modul
     return model
 
 
+def plan_widths(cfg, model: nn.Module, input_shape: tuple[int, ...], num_classes: int) -> WidthPlan:
+    """`model`'s parameters' widths under `cfg.parametrization`, against the model built at its base
+    width on the meta device (shapes only, nothing allocated)."""
+    parametrization = getattr(cfg, "parametrization", "sp")
+    if PARAMETRIZATIONS[parametrization].width_free:
+        return WidthPlan(parametrization)
+    fixed = next((n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)), None)
+    if fixed is not None:
+        raise ConfigError(
+            f"model.parametrization: {parametrization} scales attention logits by 1/head dim, and "
+            f"nn.MultiheadAttention {fixed} fixes its own at 1/sqrt(head dim) (use F.scaled_dot_product_attention "
+            "with scale=, as initsweep's gpt does)"
+        )
+    with torch.device("meta"), torch.random.fork_rng(devices=[]):
+        base = build_model(cfg.base_config(), input_shape, num_classes)
+    return width_plan(parametrization, model, base)
+
+
+def initialize(
+    model: nn.Module, trial: TrialConfig, input_shape: tuple[int, ...], num_classes: int, *, seed: int, batch
+) -> WidthPlan:
+    """Initialize `model` in place: the trial's scheme, drawn as at the base width where the
+    parametrization says so, then each weight's width factor; returns the width plan (for the lrs)."""
+    plan = plan_widths(trial.model, model, input_shape, num_classes)
+    with plan.drawing(model):
+        apply_scheme(
+            model,
+            trial.row.scheme,
+            trial.row.params,
+            seed=seed,
+            batch=batch,
+            activation=getattr(trial.model, "activation", None),
+            init=trial.init,
+        )
+    plan.rescale(model)
+    return plan
+
+
 CHECK_BATCH = 64
 """Train images `check_buildable` runs through the model (a full batch would be slower, not surer)."""
 
@@ -117,15 +165,7 @@ def check_buildable(trial: TrialConfig, data: Data) -> list[str]:
             raise ConfigError(f"{key}: building the model raised {problem_of(err)}") from None
         plan = plan_init(model, trial.init, trial.row.scheme)
         try:
-            apply_scheme(
-                model,
-                trial.row.scheme,
-                trial.row.params,
-                seed=0,
-                batch=x,
-                activation=getattr(trial.model, "activation", None),
-                init=trial.init,
-            )
+            initialize(model, trial, data.input_shape, data.num_classes, seed=0, batch=x)
         except ConfigError:
             raise
         except SchemeError as err:

@@ -38,9 +38,12 @@ class PackedMLP(nn.Module):
         self.n_seeds = len(models)
         self.steps: list[tuple[str, object]] = []
         self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
-        for layers in zip(*models, strict=True):
+        self.linear_names: list[str] = []
+        """Each linear layer's name in the per-seed Sequential ("1", "4", ...)."""
+        for index, layers in enumerate(zip(*models, strict=True)):
             first = layers[0]
             if isinstance(first, nn.Linear):
+                self.linear_names.append(str(index))
                 self.weights.append(nn.Parameter(torch.stack([m.weight.detach().T for m in layers]).contiguous()))
                 self.biases.append(
                     nn.Parameter(torch.stack([m.bias.detach() for m in layers]).unsqueeze(1).contiguous())
@@ -52,6 +55,11 @@ class PackedMLP(nn.Module):
                 self.steps.append(("flatten", None))
             else:
                 self.steps.append(("activation", first))
+
+    def named_sources(self) -> list[tuple[str, torch.Tensor]]:
+        """Each stacked parameter with the name of the per-seed parameter it holds (`1.weight`)."""
+        weights = [(f"{n}.weight", w) for n, w in zip(self.linear_names, self.weights, strict=True)]
+        return weights + [(f"{n}.bias", b) for n, b in zip(self.linear_names, self.biases, strict=True)]
 
     def forward(self, x: torch.Tensor, generators: list[torch.Generator] | None = None) -> torch.Tensor:
         """x: (S, B, ...) -> logits (S, B, classes). Dropout is on when `generators` (one per seed) is given."""

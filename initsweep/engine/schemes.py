@@ -67,8 +67,10 @@ WeightRule = Callable[..., None]
 
 def fan_in(weight: torch.Tensor) -> int:
     """Inputs per output unit, torch's convention: in_features for Linear, in_channels/groups * kernel size
-    for Conv, out_channels/groups * kernel size for ConvTranspose, embedding_dim for Embedding."""
-    return weight[0].numel()
+    for Conv, out_channels/groups * kernel size for ConvTranspose, embedding_dim for Embedding. Read through
+    torch's fan function, which a parametrization points at the base model's fans while a scheme draws
+    (`initsweep.engine.parametrizations`)."""
+    return nn.init._calculate_fan_in_and_fan_out(weight)[0]
 
 
 def _uniform_fan_in(w: torch.Tensor, g: torch.Generator, c: float) -> None:
@@ -195,7 +197,8 @@ def residual_alphas(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
 
 def _embedding_width(module: nn.Module, w: torch.Tensor) -> int:
     """d, the width an embedding writes: an Embedding's embedding_dim, a Linear's (or Conv's) outputs."""
-    return int(getattr(module, "embedding_dim", None) or w.shape[0])
+    fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(w)  # an Embedding's fan_in is its width
+    return int(fan_in if isinstance(module, nn.Embedding) else fan_out)
 
 
 # GPT-2 (Radford et al. 2019, "Language Models are Unsupervised Multitask Learners", sec. 2.3: "We scale

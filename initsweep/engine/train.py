@@ -39,9 +39,9 @@ from initsweep.config import TrialConfig
 from initsweep.engine.data import Data, Split
 from initsweep.engine.diagnostics import init_diagnostics
 from initsweep.engine.folded import FoldedModel, fold_failure
-from initsweep.engine.models import build_model
+from initsweep.engine.models import build_model, initialize
 from initsweep.engine.packed import PackedMLP, packable
-from initsweep.engine.schemes import apply_scheme
+from initsweep.engine.parametrizations import WidthPlan
 from initsweep.engine.tasks import DIVERGED_ACCURACY, DIVERGED_LOSS, TASKS, Task
 from initsweep.engine.transformers import Attention
 from initsweep.engine.vmapped import VmappedModel, vmap_failure
@@ -115,22 +115,20 @@ def _test_metrics(task: Task, metrics: dict[str, float]) -> dict[str, float]:
     return {m: metrics[m] for m in task.info.test_metrics}
 
 
-def _initialized_model(trial: TrialConfig, data: Data, seed: int) -> tuple[nn.Module, SeedResult]:
+def _initialized_model(trial: TrialConfig, data: Data, seed: int) -> tuple[nn.Module, WidthPlan, SeedResult]:
     """The seed's model, initialized on the CPU (the same seed gives the same weights on any device),
-    and its result record holding the init diagnostics."""
+    its width plan (each parameter's lr factor) and its result record holding the init diagnostics."""
     n = max(1, PROBE_SIZE // data.train.y[0].numel())  # 500 images, or 500 tokens of an LM's windows
     probe = data.train.x[:n].cpu(), data.train.y[:n].cpu()
     model = _build(trial, data)
-    apply_scheme(
-        model,
-        trial.row.scheme,
-        trial.row.params,
-        seed=seed_streams(seed)[0],
-        batch=probe[0],
-        activation=getattr(trial.model, "activation", None),
-        init=trial.init,
+    plan = initialize(model, trial, data.input_shape, data.num_classes, seed=seed_streams(seed)[0], batch=probe[0])
+    names = [name for name, _ in model.named_parameters()]
+    result = SeedResult(
+        seed,
+        diagnostics=init_diagnostics(model, *probe, trial.init, trial.row.scheme),
+        lrs=plan.lr_groups(names, trial.train.lr, trial.train.optimizer),
     )
-    return model, SeedResult(seed, diagnostics=init_diagnostics(model, *probe, trial.init, trial.row.scheme))
+    return model, plan, result
 
 
 def _build(trial: TrialConfig, data: Data) -> nn.Module:
@@ -139,11 +137,31 @@ def _build(trial: TrialConfig, data: Data) -> nn.Module:
         return build_model(trial.model, data.input_shape, data.num_classes)
 
 
-def _optimizer(trial: TrialConfig, params) -> torch.optim.Optimizer:
+def _optimizer(trial: TrialConfig, plan: WidthPlan, named) -> torch.optim.Optimizer:
+    """The trial's optimizer over `named` (per-seed parameter name, tensor) pairs, one param group per
+    lr the parametrization gives (one under sp)."""
     t = trial.train
+    groups = plan.param_groups(named, t.lr, t.optimizer)
     if t.optimizer == "adam":
-        return torch.optim.Adam(params, lr=t.lr, fused=True)  # one pass over the weights, not ~10
-    return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, fused=True)
+        return torch.optim.Adam(groups, lr=t.lr, fused=True)  # one pass over the weights, not ~10
+    return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, fused=True)
+
+
+def _schedule(
+    trial: TrialConfig, optimizer: torch.optim.Optimizer, train_size: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """`train.lr_schedule` with its warm-up, stepped once per optimizer step: a factor on each param
+    group's own lr, so a parametrization's per-group ratios hold at every step."""
+    t = trial.train
+    total = t.epochs * math.ceil(train_size / t.batch_size)
+
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps else 1.0
+        if t.lr_schedule == "cosine":
+            return warm * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+        return warm
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _penalty(task: Task, val_train_mode: bool) -> dict[str, float]:
@@ -157,11 +175,12 @@ class _SeedRun:
 
     def __init__(self, trial: TrialConfig, data: Data, seed: int, device: torch.device):
         _, order_seed, dropout_seed = seed_streams(seed)
-        model, self.result = _initialized_model(trial, data, seed)
+        model, plan, self.result = _initialized_model(trial, data, seed)
         self.model = model.to(device)
         self.trial, self.device, self.step = trial, device, 0
         self.task, self.num_classes = TASKS[trial.task], data.num_classes
-        self.optimizer = _optimizer(trial, model.parameters())
+        self.optimizer = _optimizer(trial, plan, model.named_parameters())
+        self.scheduler = _schedule(trial, self.optimizer, len(data.train))
         self.order = torch.Generator().manual_seed(order_seed)
         self.results = [self.result]  # as a packed run's, for run_trial
         with torch.random.fork_rng(devices=self._cuda()):
@@ -213,6 +232,7 @@ class _SeedRun:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            self.scheduler.step()
             total, count = total + value, count + 1
             if self.step % log_every == 0:
                 self.result.step_losses.append((self.step, value))
@@ -230,6 +250,7 @@ class _SeedRun:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
             "order": self.order.get_state(),
             "dropout": self.rng_state,
             "step": self.step,
@@ -239,6 +260,8 @@ class _SeedRun:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state:  # snapshots from before schedules: constant, nothing to restore
+            self.scheduler.load_state_dict(state["scheduler"])
         self.order.set_state(state["order"])
         self.rng_state, self.step = list(state["dropout"]), state["step"]
         self.result = SeedResult.from_dict(state["results"][0])
@@ -260,12 +283,19 @@ class _PackedRun:
     per-trial stream that is saved and restored around each epoch, as `_SeedRun` does per seed."""
 
     def __init__(
-        self, trial: TrialConfig, seeds: list[int], device: torch.device, model: PackedMLP | VmappedModel, data: Data
+        self,
+        trial: TrialConfig,
+        seeds: list[int],
+        device: torch.device,
+        model: PackedMLP | VmappedModel,
+        data: Data,
+        plan: WidthPlan,
     ):
         self.model = model
         self.task, self.num_classes = TASKS[trial.task], data.num_classes
         self.n_seeds = len(seeds)
-        self.optimizer = _optimizer(trial, self.model.parameters())
+        self.optimizer = _optimizer(trial, plan, model.named_sources())
+        self.scheduler = _schedule(trial, self.optimizer, len(data.train))
         streams = [seed_streams(seed) for seed in seeds]
         self.orders = [torch.Generator().manual_seed(order) for _, order, _ in streams]
         self.dropouts = [torch.Generator(device).manual_seed(dropout) for _, _, dropout in streams]
@@ -331,6 +361,7 @@ class _PackedRun:
                 self.optimizer.zero_grad(set_to_none=True)
                 losses[torch.tensor(alive, device=self.device)].sum().backward()
                 self.optimizer.step()
+                self.scheduler.step()
                 count += 1
                 for s, v in enumerate(values):
                     if alive[s]:
@@ -376,6 +407,7 @@ class _PackedRun:
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
             "orders": [g.get_state() for g in self.orders],
             "dropouts": [g.get_state() for g in self.dropouts],
             "step": self.step,
@@ -390,6 +422,8 @@ class _PackedRun:
             raise ValueError("resume: a snapshot of another kind of packed run (hand-written MLP or vmapped)")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state:  # snapshots from before schedules: constant, nothing to restore
+            self.scheduler.load_state_dict(state["scheduler"])
         for g, saved in zip(self.orders + self.dropouts, state["orders"] + state["dropouts"], strict=True):
             g.set_state(saved)
         self.step = state["step"]
@@ -456,7 +490,7 @@ def _runs(trial: TrialConfig, data: Data, device: torch.device, pack: Pack, on_n
     if pack is False:
         return one_at_a_time()
     built = [_initialized_model(trial, data, seed) for seed in trial.seeds]
-    models = [model for model, _ in built]
+    models = [model for model, _, _ in built]
     probe_x, probe_y = data.train.x[:PROBE_BATCH], data.train.y[:PROBE_BATCH]
     model: PackedMLP | VmappedModel
     if packable(models[0]) and pack != "vmap":
@@ -479,8 +513,8 @@ def _runs(trial: TrialConfig, data: Data, device: torch.device, pack: Pack, on_n
             elif pack is None and device.type == "cpu":
                 why = f"does not fold ({reason[:200]}), and vmapped its convolutions run slower on the CPU"
                 return one_at_a_time(why)
-    run = _PackedRun(trial, trial.seeds, device, model, data)
-    run.results = [result for _, result in built]
+    run = _PackedRun(trial, trial.seeds, device, model, data, built[0][1])
+    run.results = [result for _, _, result in built]
     return [run]
 
 

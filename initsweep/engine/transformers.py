@@ -54,6 +54,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from initsweep.catalog.models import GPTConfig, ViTConfig
+from initsweep.catalog.parametrizations import PARAMETRIZATIONS, attention_scale, branch_scale
 from initsweep.config import ConfigError
 
 __all__ = ["GPT", "MLP", "ROLES", "Attention", "Block", "ViT", "build_gpt", "build_vit"]
@@ -89,11 +90,11 @@ def _maybe(module: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
 class Attention(nn.Module):
     """Multi-head self-attention: one fused `qkv` Linear(d, 3d) (rows q, k, v), SDPA, an `out` Linear(d, d)."""
 
-    def __init__(self, width: int, heads: int, causal: bool, dropout: float):
+    def __init__(self, width: int, heads: int, causal: bool, dropout: float, scale: float | None = None):
         super().__init__()
         self.heads, self.causal = heads, causal
-        self.scale: float | None = None
-        """The attention logits' scale; None is SDPA's 1/sqrt(head dim)."""
+        self.scale = scale
+        """The attention logits' scale; None is SDPA's 1/sqrt(head dim) (muP's is 1/head dim)."""
         self.qkv = _role(nn.Linear(width, 3 * width), "attention.qkv")
         self.out = _role(nn.Linear(width, width), "attention.out")
         self.drop = _dropout(dropout)
@@ -127,21 +128,27 @@ class Block(nn.Module):
         d = cfg.width
         self.norm = cfg.norm
         self.ln1 = None if cfg.norm == "none" else _role(nn.LayerNorm(d), "norm")
-        self.attn = Attention(d, cfg.heads, causal, cfg.dropout)
+        scale = attention_scale(cfg.parametrization, cfg.head_dim, (cfg.base_width or cfg.width) // cfg.heads)
+        self.attn = Attention(d, cfg.heads, causal, cfg.dropout, scale)
         self.ln2 = None if cfg.norm == "none" else _role(nn.LayerNorm(d), "norm")
         self.mlp = MLP(d, cfg.mlp_width, cfg.activation, cfg.dropout)
         self.register_buffer("residual_alpha", torch.ones(()))
+        self.branch_scale = branch_scale(cfg.residual_scaling, cfg.depth)
+        """Each branch's multiplier: 1, or Depth-muP's 1/sqrt(depth) (`model.residual_scaling`)."""
+
+    def _branch(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.branch_scale == 1.0 else self.branch_scale * y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        alpha = self.residual_alpha
+        alpha, f = self.residual_alpha, self._branch
         if self.norm == "pre":
-            x = alpha * x + self.attn(self.ln1(x))
-            return alpha * x + self.mlp(self.ln2(x))
+            x = alpha * x + f(self.attn(self.ln1(x)))
+            return alpha * x + f(self.mlp(self.ln2(x)))
         if self.norm == "post":
-            x = self.ln1(alpha * x + self.attn(x))
-            return self.ln2(alpha * x + self.mlp(x))
-        x = alpha * x + self.attn(x)
-        return alpha * x + self.mlp(x)
+            x = self.ln1(alpha * x + f(self.attn(x)))
+            return self.ln2(alpha * x + f(self.mlp(x)))
+        x = alpha * x + f(self.attn(x))
+        return alpha * x + f(self.mlp(x))
 
 
 class _Transformer(nn.Module):
@@ -170,11 +177,19 @@ class GPT(_Transformer):
         self.tie_embeddings = cfg.tie_embeddings
         """The readout is `tok_emb.weight` itself (no `head` module)."""
         self.head = None if cfg.tie_embeddings else _role(nn.Linear(cfg.width, vocab, bias=False), "readout")
+        moves = cfg.tie_embeddings and not PARAMETRIZATIONS[cfg.parametrization].width_free
+        self.readout_scale = (cfg.base_width or cfg.width) / cfg.width if moves else 1.0
+        """The tied readout's logits multiplier: 1, or muP's base_width / width (Tensor Programs V's Table 8
+        form: one matrix cannot take both an embedding's and a readout's init and lr, so the tied matrix
+        is an embedding and the width factor multiplies the logits)."""
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(idx.shape[-1], device=idx.device)
         x = self._trunk(self.tok_emb(idx) + self.pos_emb(positions))
-        return F.linear(x, self.tok_emb.weight) if self.head is None else self.head(x)
+        if self.head is not None:
+            return self.head(x)
+        logits = F.linear(x, self.tok_emb.weight)
+        return logits if self.readout_scale == 1.0 else self.readout_scale * logits
 
 
 class ViT(_Transformer):

@@ -91,6 +91,10 @@ class VmappedModel:
     def parameters(self) -> list[torch.Tensor]:
         return list(self.params.values())
 
+    def named_sources(self) -> list[tuple[str, torch.Tensor]]:
+        """Each stacked parameter with the name of the per-seed parameter it holds."""
+        return list(self.params.items())
+
     def _stacks(self) -> dict[str, torch.Tensor]:
         return {**self.params, **self.buffers}
 
