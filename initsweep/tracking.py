@@ -203,7 +203,8 @@ def _flat_params(trial: TrialConfig) -> dict[str, str]:
         params["init.overrides"] = "; ".join(rule.summary() for rule in trial.init.overrides)[:500]
     if trial.init.roles:  # your model's roles by name: `attention.out=*.c_proj; norm=ln_*`
         params["init.roles"] = "; ".join(f"{r}={','.join(g)}" for r, g in trial.init.roles.items())[:500]
-    params |= trial.axes | trial.tuned  # grid and tuned values under their config keys (`train.lr`)
+    # grid, tuned and stage 2's confirm values under their config keys (`train.lr`, `row.gain`, `model.width`)
+    params |= trial.axes | trial.tuned | trial.confirmed
     return {k: str(v) for k, v in params.items()}
 
 

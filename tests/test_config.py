@@ -51,9 +51,11 @@ def test_every_shipped_config_loads(path):
     per_cell = 1 + (cfg.tune.n_candidates if cfg.tune else 0)  # a tuned grid: its candidates, then the row
     assert len(trials) * per_cell == len(cfg.schemes) * len(cfg.combinations()) * per_cell == cfg.n_trials
     assert len({t.name for t in trials}) == len(trials)
-    if cfg.tune:
+    if cfg.tune and cfg.tune.candidates() is not None:  # a range: Optuna draws them as the sweep runs
         assert all(t.seeds == cfg.tune.seeds and t.stage == "tune" for t in cfg.tuning_trials())
-    assert all(t.seeds == cfg.seeds and t.train == cfg.train for t in trials)
+    for t in trials:  # the shared train section, but for a grid's train axes (an lr-transfer study's train.lr)
+        axes = {k.split(".", 1)[1]: v for k, v in t.axes.items() if k.startswith("train.")}
+        assert t.seeds == cfg.seeds and t.train == cfg.train.model_copy(update=axes)
     assert all(t.model == cfg.model for t in trials if not t.axes)
 
 

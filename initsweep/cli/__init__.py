@@ -1,4 +1,4 @@
-"""The `initsweep` command: `initsweep run | ui | report ...`.
+"""The `initsweep` command: `initsweep run | ui | report | coord-check ...`.
 
 Each subcommand is a module here with `HELP`, `add_arguments(parser)` and `main(args) -> exit code`; the
 `sweeps/` scripts call the same modules (`script_main`). Only argparse loads before a subcommand runs, so
@@ -18,6 +18,7 @@ COMMANDS = {
     "run": "initsweep.cli.run",
     "ui": "initsweep.cli.ui",
     "report": "initsweep.cli.report",
+    "coord-check": "initsweep.cli.coordcheck",
 }
 """Subcommand -> its module (`HELP`, `DESCRIPTION`, `EPILOG`, `add_arguments`, `main`)."""
 

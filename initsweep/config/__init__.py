@@ -14,6 +14,7 @@ here, the one public surface.
 from __future__ import annotations
 
 from initsweep.config.base import MAX_SEARCH_SEED, MAX_SEED, check_seeds
+from initsweep.config.coordcheck import CoordCheckConfig
 from initsweep.config.data import DATA_CHECKED, DataConfig, window_count
 from initsweep.config.errors import ConfigError, shown
 from initsweep.config.init import (
@@ -47,6 +48,7 @@ __all__ = [
     "MAX_VALUES",
     "TUNABLE",
     "ConfigError",
+    "CoordCheckConfig",
     "DataConfig",
     "InitConfig",
     "LayerType",

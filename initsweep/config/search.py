@@ -33,6 +33,11 @@ class TuneRange(_Strict):
 
 TUNABLE = ("model.dropout", "init.bias_value", "init.bias_std")
 """Keys outside `train` that a `tune` section may choose per row, or a search draw (any key under `train`)."""
+ROW_KEY = "row."
+"""`row.PARAM` in a `tune` section: the row's own scheme parameter (a gain, a bound), chosen per row like
+any other setting; every row's scheme must have it (a search draws scheme parameters in `schemes` instead)."""
+CONFIRMABLE = ("model", "train")
+"""The sections `tune.confirm` may set: the data and the seeds are the sweep's, shared by both stages."""
 
 
 def range_ends(settings: dict[str, list[Any] | TuneRange]) -> list[dict[str, Any]]:
@@ -44,12 +49,15 @@ def range_ends(settings: dict[str, list[Any] | TuneRange]) -> list[dict[str, Any
     ]
 
 
-def check_settings(settings: dict[str, Any]) -> None:
-    """Keys a tune section or a search may set, each with a list of distinct values or a `TuneRange`."""
+def check_settings(settings: dict[str, Any], *, rows: bool = False) -> None:
+    """Keys a tune section or a search may set, each with a list of distinct values or a `TuneRange`;
+    `rows`: a tune section, which may also set `row.PARAM` (checked against each row's scheme by the sweep)."""
     for key, values in settings.items():
         section, _, field = key.partition(".")
-        if not ((section == "train" and field in TrainConfig.model_fields) or key in TUNABLE):
-            raise ValueError(f"params.{key}: not a tunable setting (a key under train, or {', '.join(TUNABLE)})")
+        row_param = rows and section == "row" and field != "" and "." not in field
+        if not (row_param or (section == "train" and field in TrainConfig.model_fields) or key in TUNABLE):
+            also = "row.PARAM (the row's scheme parameter), " if rows else ""
+            raise ValueError(f"params.{key}: not a tunable setting (a key under train, {also}or {', '.join(TUNABLE)})")
         if isinstance(values, list):
             if not values:
                 raise ValueError(f"params.{key}: needs at least one value")
@@ -103,7 +111,8 @@ class TuningConfig(_Strict):
     params: dict[str, list[Any] | TuneRange] = Field(min_length=1)
     """Key -> the values to try (a list: every combination of the lists is tried), or `{low, high, log}`
     for Optuna to draw from (`n_trials` draws per row); any key under `train`, `model.dropout`,
-    `init.bias_value` or `init.bias_std`."""
+    `init.bias_value`, `init.bias_std`, or `row.PARAM`: the row's own scheme parameter (`row.gain`), which
+    every row's scheme must have; the row keeps its name, so its candidates group as one row."""
     seeds: list[int] = Field(min_length=1)
     """Tuning seeds: each candidate trains on these, and the best mean objective over them is chosen;
     must not overlap the evaluation `seeds`."""
@@ -111,6 +120,10 @@ class TuningConfig(_Strict):
     """Candidates Optuna draws per row when a parameter is a range (none with lists only)."""
     seed: int = Field(default=0, ge=0, le=MAX_SEARCH_SEED)
     """The Optuna sampler's seed for ranges (which values are tried); not a replicate seed."""
+    confirm: dict[str, Any] = {}
+    """Settings stage 2 alone applies on top of each row's chosen values (`{model.width: 1024}`: choose at
+    the base width, judge wider, which muP says should hold): any key under model or train that is not
+    tuned and not a grid axis; the tuning seeds never see them."""
 
     @field_validator("seeds")
     @classmethod
@@ -119,7 +132,16 @@ class TuningConfig(_Strict):
 
     @model_validator(mode="after")
     def _keys_and_values(self) -> TuningConfig:
-        check_settings(self.params)
+        check_settings(self.params, rows=True)
+        for key in self.confirm:
+            section, _, field = key.partition(".")
+            if section not in CONFIRMABLE or not field:
+                raise ValueError(
+                    f"confirm.{key}: not a setting under {' or '.join(CONFIRMABLE)} (the data and the seeds are "
+                    "the sweep's, the same in both stages)"
+                )
+            if key in self.params:
+                raise ValueError(f"confirm.{key}: also tuned; a setting is either chosen in stage 1 or set for stage 2")
         ranges = [k for k, v in self.params.items() if isinstance(v, TuneRange)]
         if ranges and self.n_trials is None:
             raise ValueError(f"n_trials: needed to draw params.{ranges[0]} (a range) for each row")

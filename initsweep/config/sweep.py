@@ -13,9 +13,10 @@ from initsweep.catalog import IMPORT
 from initsweep.catalog.datasets import DATASETS
 from initsweep.catalog.models import CNNConfig, MLPConfig, ViTConfig
 from initsweep.catalog.parametrizations import PARAMETRIZATIONS
-from initsweep.catalog.schemes import AUTO, SchemeError
+from initsweep.catalog.schemes import AUTO, SCHEMES, SchemeError
 from initsweep.catalog.tasks import LANGUAGE_MODEL, TASKS
 from initsweep.config.base import _Strict, check_seeds
+from initsweep.config.coordcheck import CoordCheckConfig
 from initsweep.config.data import DATA_CHECKED, DataConfig
 from initsweep.config.errors import ConfigError, _one_line, shown
 from initsweep.config.init import InitConfig, SchemeRow, resolve_scheme
@@ -23,7 +24,7 @@ from initsweep.config.model import ModelConfig
 from initsweep.config.paths import set_path
 from initsweep.config.report import ObjectiveConfig, ReportConfig
 from initsweep.config.resources import ResourcesConfig, SchedulerConfig
-from initsweep.config.search import SearchConfig, TuningConfig, range_ends
+from initsweep.config.search import ROW_KEY, SearchConfig, TuneRange, TuningConfig, range_ends
 from initsweep.config.train import TrainConfig
 
 DEFAULT_TEXT = "fortunes"
@@ -116,7 +117,11 @@ class TrialConfig(_Shared):
     """In a sweep with a `tune` section: a candidate on the tuning seeds, or the row at its chosen values
     on the evaluation seeds."""
     tuned: dict[str, Any] = {}
-    """The tuned settings this trial runs with (dotted key -> value), already applied above."""
+    """The tuned settings this trial runs with (dotted key -> value; `row.PARAM` in the row's params),
+    already applied above."""
+    confirmed: dict[str, Any] = {}
+    """A stage-2 trial's `tune.confirm` settings (dotted key -> value), already applied above: what it was
+    judged at beside what it was chosen at."""
 
     @model_validator(mode="after")
     def _resolve_auto(self) -> TrialConfig:
@@ -144,9 +149,9 @@ class TrialConfig(_Shared):
 
     @property
     def name(self) -> str:
-        """The row's name, the grid values and the tuned ones: `kaiming_normal(...) depth=16 lr=0.001`, with
-        ` [tune]` for a tuning candidate."""
-        settings = self.axes | self.tuned
+        """The row's name, the grid values, the tuned ones and stage 2's confirm settings: `kaiming_normal(...)
+        depth=16 lr=0.001 width=1024`, with ` [tune]` for a tuning candidate."""
+        settings = self.axes | self.tuned | self.confirmed
         texts = {k: f"{v:g}" if isinstance(v, float) else v for k, v in settings.items()}  # 6 digits, as params
         words = [self.row.name, *(f"{axis_label(k, settings)}={v}" for k, v in texts.items())]
         return " ".join(words + (["[tune]"] if self.stage == "tune" else []))
@@ -176,6 +181,8 @@ class SweepConfig(_Shared):
     resources: ResourcesConfig = ResourcesConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     report: ReportConfig = ReportConfig()
+    coord_check: CoordCheckConfig | None = None
+    """`sweeps/coord_check.py`'s widths, parametrizations and steps (a sweep run ignores it)."""
 
     @model_validator(mode="after")
     def _grid_or_search(self) -> SweepConfig:
@@ -230,6 +237,10 @@ class SweepConfig(_Shared):
         axis = next((k for k in self.tune.params if k in self.grid), None)
         if axis is not None:
             raise ValueError(f"tune.params.{axis}: also a grid axis; a setting is either compared or tuned")
+        axis = next((k for k in self.tune.confirm if k in self.grid), None)
+        if axis is not None:
+            raise ValueError(f"tune.confirm.{axis}: also a grid axis; stage 2 would judge every grid value at one")
+        self._check_row_params()
         candidates = self.tune.candidates()
         if candidates is None:  # a range: its ends stand for the values Optuna may draw
             candidates = range_ends(self.tune.params)
@@ -240,6 +251,45 @@ class SweepConfig(_Shared):
                         self.trial(row, axes, tuned, "tune")
                     except ValidationError as err:
                         raise ValueError(f"tune.params.{_one_line(err)}") from None
+                    if self.tune.confirm:  # stage 2 at any candidate the row may choose
+                        self._check_confirm(row, axes, tuned)
+
+    def _check_row_params(self) -> None:
+        """A `row.PARAM` key names a parameter of every row's scheme; a range only for a numeric one."""
+        for key, spec in self.tune.params.items():
+            if not key.startswith(ROW_KEY):
+                continue
+            name = key.removeprefix(ROW_KEY)
+            for i, row in enumerate(self.schemes):
+                params = SCHEMES[row.scheme].params
+                if name not in params:
+                    raise ValueError(
+                        f"tune.params.{key}: schemes.{i} ({row.name}) is {row.scheme}, which has no parameter "
+                        f"{name} (its parameters: {', '.join(params) or 'none'})"
+                    )
+                if isinstance(spec, TuneRange) and (params[name].choices or params[name].integer):
+                    kind = "a choice of names" if params[name].choices else "a whole number"
+                    raise ValueError(f"tune.params.{key}: {row.scheme}'s {name} is {kind}; list its values instead")
+
+    def _check_confirm(self, row: SchemeRow, axes: dict[str, Any], tuned: dict[str, Any]) -> None:
+        """The row's stage-2 trial at `tuned` with `tune.confirm` on top is a valid trial, and a confirmed
+        width is the width it trains at (an mlp's `width` without `depth` would change nothing)."""
+        confirm = self.tune.confirm
+        try:
+            judged = self.trial(row, axes, tuned, "eval")
+        except ConfigError as err:  # a path into something that is not a mapping
+            raise ValueError(f"tune.confirm.{err}") from None
+        except ValidationError as err:
+            problem = _one_line(err)
+            if any(problem.startswith((f"{k}:", f"{k}.")) for k in confirm):
+                raise ValueError(f"tune.confirm.{problem}") from None
+            raise ValueError(f"tune.confirm: {shown(confirm)} fails in stage 2: {problem}") from None
+        width = confirm.get("model.width")
+        if width is not None and getattr(judged.model, "model_width", width) != width:
+            raise ValueError(
+                "tune.confirm.model.width: sets no layer's width here (an mlp's width needs model.depth; with "
+                "model.hidden, confirm model.hidden)"
+            )
 
     def _check_grid(self) -> None:
         """Every axis names a shared setting and every combination makes valid trials."""
@@ -311,20 +361,26 @@ class SweepConfig(_Shared):
         checked: bool = False,
     ) -> TrialConfig:
         """The trial config of one row under one combination of grid values; with a `tune` section, at
-        the `tuned` values, on the tuning seeds (`stage` "tune") or the evaluation seeds ("eval").
+        the `tuned` values, on the tuning seeds (`stage` "tune") or the evaluation seeds ("eval", with
+        `tune.confirm` on top: stage 1 never sees it). A tuned `row.PARAM` goes into the row's params under
+        the row's own name, so that a row's candidates and its judged trial group as one row.
         `checked`: the driver has validated this trial's data already (a Ray worker, which gets the
         tensors and need not have the text file, does not read it again)."""
         # Only what the config set: derived fields (an mlp's hidden from its depth) are derived again.
         shared = self.model_dump(include=set(_Shared.model_fields), exclude_unset=True)
-        for key, value in (axes or {}).items():
+        confirmed = dict(self.tune.confirm) if stage == "eval" and self.tune is not None else {}
+        for key, value in ((axes or {}) | confirmed).items():  # a confirmed key is never an axis
             section, _, derived = DERIVED.get(key, "").partition(".")
             shared.get(section, {}).pop(derived, None)
             set_path(shared, key, value)
+        own = {k.removeprefix(ROW_KEY): v for k, v in (tuned or {}).items() if k.startswith(ROW_KEY)}
         for key, value in (tuned or {}).items():
-            set_path(shared, key, value)
+            if not key.startswith(ROW_KEY):
+                set_path(shared, key, value)
         if stage == "tune":
             shared["seeds"] = list(self.tune.seeds)
-        extra = {"row": row.model_dump(), "axes": axes or {}, "stage": stage, "tuned": tuned or {}}
+        raw_row = row.model_dump() | ({"params": row.params | own, "label": row.name} if own else {})
+        extra = {"row": raw_row, "axes": axes or {}, "stage": stage, "tuned": tuned or {}, "confirmed": confirmed}
         return TrialConfig.model_validate(shared | extra, context={DATA_CHECKED: True} if checked else None)
 
     def trials(self) -> list[TrialConfig]:

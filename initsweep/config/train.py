@@ -24,7 +24,7 @@ class TrainConfig(_Strict):
     """Record the training loss every this many steps, for loss curves."""
     lr_schedule: Literal["constant", "cosine"] = "constant"
     """The lr over training, as a factor on every param group's own lr (muP's groups keep their ratios):
-    constant, or cosine decay to 0 at the last step."""
+    constant, or cosine decay to 0 at the last step (after the warm-up)."""
     warmup_steps: int = Field(default=0, ge=0)
     """Steps of linear warm-up from lr / warmup_steps to lr before the schedule (0: none)."""
     val_train_mode: bool = False

@@ -156,10 +156,12 @@ def _schedule(
     total = t.epochs * math.ceil(train_size / t.batch_size)
 
     def factor(step: int) -> float:
-        warm = min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps else 1.0
-        if t.lr_schedule == "cosine":
-            return warm * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-        return warm
+        if step < t.warmup_steps:
+            return (step + 1) / t.warmup_steps
+        if t.lr_schedule == "cosine":  # over the steps after the warm-up, to 0 at the last
+            done = min(1.0, (step - t.warmup_steps) / max(1, total - t.warmup_steps))
+            return 0.5 * (1.0 + math.cos(math.pi * done))
+        return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 

@@ -19,7 +19,7 @@ import markdown
 from initsweep.catalog.schemes import Range
 from initsweep.catalog.tasks import TASKS
 from initsweep.config import SweepConfig
-from initsweep.report import grid, meanfield, plots, tuning
+from initsweep.report import grid, meanfield, plots, transfer, tuning
 from initsweep.report.stats import ADJUSTMENT
 from initsweep.report.summary import (
     RowSummary,
@@ -85,7 +85,14 @@ def build_report(
     ranked = [s.trial for s in summaries]
     obj = sweep.objective
     shown_metric = TASKS[sweep.task].intervals[0]  # val_accuracy, an LM's val_loss
-    panels = grid.grid_panels(results, sweep)
+    transfers = transfer.transfer_panels(results, sweep)
+    transfer_pngs = {}
+    if transfers:
+        transfer_pngs[f"{obj.metric} against log2 lr, one curve per width"] = plots.lr_transfer(
+            transfers, obj.metric, folder / "plots" / "lr_transfer.png"
+        )
+    transfer_md = transfer.transfer_section(transfers, sweep, transfer_pngs)
+    panels = [] if transfers else grid.grid_panels(results, sweep)  # a width x lr grid's answer is its transfer
     grid_pngs = {}
     if panels:
         grid_pngs = {
@@ -128,12 +135,15 @@ def build_report(
     with open(folder / "results.csv", "w", newline="") as f:
         csv.writer(f).writerows([header, *cells])
 
-    sections = "\n".join(filter(None, [grid_md, theory_md, tuning_md]))  # the answer, theory, what was chosen
+    sections = "\n".join(
+        filter(None, [transfer_md, grid_md, theory_md, tuning_md])
+    )  # the answer, theory, what was chosen
     md = _markdown(sweep, summaries, header, cells, pngs, notes, title_note, failed, sections)
     (folder / "report.md").write_text(md)
     (folder / "report.html").write_text(_html(md, sweep.name, folder))
     files = [folder / "report.md", folder / "report.html", folder / "results.csv", *grid_pngs.values()]
     files += theory_pngs.values()
+    files += transfer_pngs.values()
     files += tuning_pngs.values()
     files += pngs.values()
     chosen_values = {c.name: c.chosen for c in chosen if c.chosen is not None}

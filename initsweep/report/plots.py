@@ -23,12 +23,14 @@ from initsweep.report.tables import diverged_note
 if TYPE_CHECKING:
     from initsweep.report.grid import GridPanel
     from initsweep.report.summary import RowSummary
+    from initsweep.report.transfer import TransferPanel
     from initsweep.report.tuning import Choice
     from initsweep.results import TrialResult
 
 __all__ = [
     "grid_heatmap",
     "loss_curves",
+    "lr_transfer",
     "metric_by_scheme",
     "objective_vs_params",
     "optimization_history",
@@ -342,3 +344,61 @@ def phase_diagram(
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), label=f"mean {metric}", shrink=0.9)
     return _save(fig, path, layout=False)
+
+
+def lr_transfer(panels: list[TransferPanel], metric: str, path: Path) -> Path:
+    """`metric` against log2 lr, one curve per width (darker is wider) with each point's seed interval,
+    one panel per parametrization (Tensor Programs V, Figure 1); a star on each width's best lr. A loss is
+    shown up to 3x its lowest mean (the valley, not the blow-ups' scale); diverged points are left out
+    (drawn as x at the top of the panel)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False, sharey=True)
+    cmap = plt.get_cmap("viridis")
+    widths = panels[0].widths
+    finite = [
+        v
+        for p in panels
+        for i in p.intervals.values()
+        for v in (i.low, i.high, i.mean)
+        if math.isfinite(v) and v < DIVERGED_LOSS / 1000
+    ]
+    top = max(finite) if finite else 1.0
+    means = [
+        i.mean for p in panels for i in p.intervals.values() if math.isfinite(i.mean) and i.mean < DIVERGED_LOSS / 1000
+    ]
+    lowest = min(means) if means else 0.0
+    if lowest > 0:  # a loss: show the valley (up to 3x its floor), not the blow-ups' scale
+        top = min(top, 3 * lowest)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for k, w in enumerate(widths):
+            color = cmap(0.9 * (1 - k / max(1, len(widths) - 1)))
+            points = [(lr, panel.intervals[w, lr]) for lr in panel.lrs if (w, lr) in panel.intervals]
+            ok = [(math.log2(lr), i) for lr, i in points if i.mean < DIVERGED_LOSS / 1000]
+            gone = [math.log2(lr) for lr, i in points if i.mean >= DIVERGED_LOSS / 1000]
+            if ok:
+                xs = [x for x, _ in ok]
+                means = np.array([i.mean for _, i in ok])
+                lows = np.array([i.low if math.isfinite(i.low) else i.mean for _, i in ok])
+                highs = np.array([i.high if math.isfinite(i.high) else i.mean for _, i in ok])
+                ax.plot(xs, means, color=color, marker="o", ms=3, label=f"width {w}")
+                ax.fill_between(xs, lows, highs, color=color, alpha=0.2, lw=0)
+            if gone:
+                ax.scatter(gone, [top] * len(gone), marker="x", color=color)
+            best = panel.best.get(w)
+            if best is not None and panel.intervals[w, best.lr].mean < DIVERGED_LOSS / 1000:
+                ax.scatter(
+                    [math.log2(best.lr)],
+                    [panel.intervals[w, best.lr].mean],
+                    marker="*",
+                    s=110,
+                    color=color,
+                    edgecolor="black",
+                    zorder=3,
+                )
+        ax.set_xlabel("log2 learning rate")
+        ax.set_title(panel.title or metric, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(metric)
+    if lowest > 0:
+        axes[0][0].set_ylim(lowest - 0.05 * (top - lowest), top)
+    axes[0][-1].legend(fontsize=8)
+    return _save(fig, path)

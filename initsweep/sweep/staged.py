@@ -6,6 +6,10 @@ as all of that row's candidates have reported, else the next candidate, else "no
 tried in order; a range is drawn by a per-row Optuna study (one candidate of a row at a time, so a seeded
 study sees the same results whatever the timing). Tune saves this searcher's state with its own, so a
 resumed sweep carries on between the stages.
+
+A suggestion carries only the cell, the stage and the tuned values (a `row.PARAM` among them, drawn like
+any other key); `SweepConfig.trial` makes the trial from them, and adds `tune.confirm` (a larger width, say)
+to a stage-2 trial alone, so every cell is chosen at the same settings with the same `n_trials` budget.
 """
 
 from __future__ import annotations
