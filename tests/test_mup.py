@@ -447,4 +447,5 @@ def test_a_mup_sweep_logs_each_groups_lr_and_reports_the_transfer(tmp_path):
             assert "lr.hidden" not in p  # one lr: train.lr
     report = next(tmp_path.glob("reports/*/report.md")).read_text()
     assert "## Learning-rate transfer across width" in report and "parametrization=mup" in report
+    assert "is at the grid's edge" in report  # two lrs: every best lr is at an edge, and the report says so
     assert next(tmp_path.glob("reports/*/plots/lr_transfer.png")).stat().st_size > 10_000

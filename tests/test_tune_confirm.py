@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import mlflow_runs, run_cli
+from conftest import ROOT, mlflow_runs, run_cli
 from mlflow import MlflowClient
 
 from initsweep.config import ConfigError, parse_config
@@ -121,6 +121,15 @@ def test_tune_small_train_big_sp_against_mup_end_to_end(tmp_path):
             assert picked == {k: top.data.params[k] for k in picked}
         assert {k: str(v) for k, v in chosen[f"xavier parametrization={parametrization}"].items()} == picked
         assert judged.data.params["model.width"] == "64" and judged.info.run_name.endswith(" width=64")
+    drawn = {
+        p: sorted(
+            (c.data.params["train.lr"], c.data.params["row.gain"])
+            for c in trials
+            if c.data.tags["stage"] == "tune" and c.data.params["model.parametrization"] == p
+        )
+        for p in ("sp", "mup")
+    }
+    assert drawn["sp"] == drawn["mup"]  # one row's sampler seed for every grid value: the same proposals
     md = (next((tmp_path / "reports").glob("small_big-*")) / "report.md").read_text()
     tuning = md[md.index("## Tuning (stage 1)") :]
     assert "Chosen at model.width=16 (model.base_width" in tuning and "judged at model.width=64" in tuning
@@ -128,3 +137,9 @@ def test_tune_small_train_big_sp_against_mup_end_to_end(tmp_path):
         line = next(x for x in tuning.splitlines() if x.startswith(f"| xavier parametrization={parametrization} |"))
         cells = [c.strip() for c in line.split("|")[1:-1]]
         assert "row.gain=" in cells[1] and "train.lr=" in cells[1] and "[" in cells[2], line  # judged, with its CI
+
+
+def test_the_dry_run_says_where_stage_2_judges(tmp_path):
+    proc = run_cli(str(ROOT / "sweeps" / "mup_tune_small_train_big.yaml"), "--dry-run", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "stage 2 (eval): each row at its own chosen values, at model.width=1024 (tune.confirm)" in proc.stdout

@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-__all__ = ["COMMANDS", "main", "script_main"]
+__all__ = ["COMMANDS", "add_config_arguments", "main", "script_main"]
 
 COMMANDS = {
     "run": "initsweep.cli.run",
@@ -21,6 +21,19 @@ COMMANDS = {
     "coord-check": "initsweep.cli.coordcheck",
 }
 """Subcommand -> its module (`HELP`, `DESCRIPTION`, `EPILOG`, `add_arguments`, `main`)."""
+
+
+def add_config_arguments(p: argparse.ArgumentParser, default: str, example: str) -> None:
+    """The sweep YAML (positional, optional) and `--set KEY=VALUE` overrides that the commands share."""
+    p.add_argument("config", nargs="?", default=default, help="sweep YAML (default: %(default)s)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a config key by its dotted path (repeatable), e.g. {example}",
+    )
 
 
 def _parser(module, prog: str, subparsers=None) -> argparse.ArgumentParser:

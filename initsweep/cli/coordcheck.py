@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from initsweep.cli import add_config_arguments
 from initsweep.cli.run import EXIT_BAD_INPUT
 
 HELP = "muP's coord check: activation size per layer against width"
@@ -32,15 +33,7 @@ the config needs a `coord_check: {widths: [...], steps: 5, parametrizations: [sp
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG), help="sweep YAML (default: %(default)s)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key by its dotted path (repeatable), e.g. coord_check.steps=3",
-    )
+    add_config_arguments(p, str(DEFAULT_CONFIG), "coord_check.steps=3")
     p.add_argument(
         "--out",
         default="coord-check",

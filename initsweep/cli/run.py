@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from initsweep.cli import add_config_arguments
+
 HELP = "run (or resume) a sweep"
 DESCRIPTION = "Sweep weight-init schemes over replicate seeds with Ray Tune, Optuna and MLflow."
 DEFAULT_CONFIG = Path(__file__).parents[2] / "sweeps" / "seed_table.yaml"
@@ -37,15 +39,7 @@ EPILOG = """examples:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG), help="sweep YAML (default: %(default)s)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key by its dotted path (repeatable), e.g. train.lr=3e-4",
-    )
+    add_config_arguments(p, str(DEFAULT_CONFIG), "train.lr=3e-4")
     p.add_argument(
         "--tracking-uri",
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's "

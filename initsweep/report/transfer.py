@@ -6,7 +6,8 @@ parametrization, say) and every scheme row makes a panel. Each width's best lr i
 best mean objective over seeds; its interval is a bootstrap over seeds (the seeds resampled with
 replacement, the same draw for every lr, since seed k of every lr trains on the same data order), the
 2.5th and 97.5th percentiles of the best lr (for a 95% level). The summary line per panel says how many
-grid steps the optimum moved from the narrowest to the widest model, and across all widths.
+grid steps the optimum moved from the narrowest to the widest model, and across all widths, and where
+a best lr is at the grid's edge (the optimum may lie beyond it).
 """
 
 from __future__ import annotations
@@ -122,10 +123,16 @@ def summary_line(panel: TransferPanel) -> str:
     a, b = found[0], found[-1]
     logs = [math.log2(panel.best[w].lr) for w in found]
     spread = (max(logs) - min(logs)) / _step(panel.lrs)
+    edges = [w for w in found if panel.best[w].lr in (min(panel.lrs), max(panel.lrs))]
+    edge = (
+        f" At width {', '.join(map(str, edges))} the best lr is at the grid's edge: the optimum may lie beyond it."
+        if edges
+        else ""
+    )
     return (
         f"**{panel.title or 'all'}**: the best lr moves {panel.step_shift(a, b):g} grid steps from width {a} "
         f"({_lr(panel.best[a].lr)}) to width {b} ({_lr(panel.best[b].lr)}); across all widths it spans "
-        f"{spread:g} grid steps."
+        f"{spread:g} grid steps.{edge}"
     )
 
 

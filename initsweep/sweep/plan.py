@@ -83,11 +83,12 @@ def _stages(sweep: SweepConfig) -> list[str]:
     )
     how = "every combination" if t.n_trials is None else f"{t.n_trials} Optuna draws (seed {t.seed})"
     cells = len(sweep.schemes) * len(sweep.combinations())
+    confirm = f", at {', '.join(f'{k}={_value(v)}' for k, v in t.confirm.items())} (tune.confirm)" if t.confirm else ""
     return [
         f"stage 1 (tune): each of the {cells} rows x combinations tries {how} of {tried}, "
         f"{t.n_candidates} trials each on the tuning seeds {t.seeds}, and keeps the best mean "
         f"{sweep.objective.metric}",
-        f"stage 2 (eval): each row at its own chosen values on the evaluation seeds {sweep.seeds} "
+        f"stage 2 (eval): each row at its own chosen values{confirm} on the evaluation seeds {sweep.seeds} "
         f"({cells} trials; the report judges these only). The stage-2 trials listed below are shown at the "
         "config's own settings; the chosen values replace them.",
     ]

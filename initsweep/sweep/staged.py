@@ -53,6 +53,7 @@ class StagedSearch(PickledSearcher):
         self.tune = sweep.tune
         self.listed = self.tune.candidates()
         self.cells = [_Cell(c) for c in grid_cells(sweep)]
+        self.n_rows = len(sweep.schemes)
         self.study_prefix, self.storage = study, storage
         self.trials: dict[str, tuple[int, int | None]] = {}
         """Tune trial id -> (cell index, candidate index; None for the cell's stage-2 trial)."""
@@ -62,11 +63,14 @@ class StagedSearch(PickledSearcher):
         return self.__dict__ | {"_studies": {}}
 
     def _study(self, index: int) -> optuna.Study:
-        """The Optuna study that draws cell `index`'s candidates (ranges only)."""
+        """The Optuna study that draws cell `index`'s candidates (ranges only). Its sampler is seeded by the
+        cell's row, not the cell: one row under every grid value (sp and mup, say) is tuned from the same
+        seeded proposals, so a grid value never wins stage 1 by the luck of its draws."""
         if index not in self._studies:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                sampler = optuna.samplers.TPESampler(seed=self.tune.seed + index, multivariate=True)
+                seed = self.tune.seed + index % self.n_rows  # cells run axes-major, rows inner (grid_cells)
+                sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True)
             self._studies[index] = optuna.create_study(
                 study_name=f"{self.study_prefix}-cell{index}",
                 storage=self.storage,
