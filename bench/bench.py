@@ -14,7 +14,9 @@
 (I) the language model of `sweeps/lm.yaml` (a GPT on `fortunes`, 5 seeds, 1 epoch): packed (vmapped)
     against one seed at a time, in tokens/s and models/min, beside its FLOP bound (6 x params x tokens
     to train, 2 x params x tokens to evaluate, at the measured matmul rate).
-`--only-packing` runs (G) and (H) alone, `--only-lm` (I).
+(J) the peers: the same 45 models as (E) through hand-wired Ray Tune + MLflowLoggerCallback, one model per
+    trial, with a torchvision DataLoader and with the set preloaded as one tensor (`bench/peers.py`).
+`--only-packing` runs (G) and (H) alone, `--only-lm` (I), `--only-peers` (J).
 Every figure is a ratio against a baseline measured in the same run. Prints a table, writes JSON.
 """
 
@@ -38,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402, F401  # imported before any timing, as (A) needs it and the engine's data once did
+from peers import peer_rows, print_peers  # noqa: E402  # bench/peers.py, beside this file
 from torch import nn  # noqa: E402
 
 from initsweep.config import TrialConfig, load_config  # noqa: E402
@@ -378,7 +381,11 @@ def main() -> int:
     p.add_argument("--only-e", action="store_true", help="row (E) alone: the sweep against the engine, memory")
     p.add_argument("--only-packing", action="store_true", help="rows (G) and (H) alone: generic packing")
     p.add_argument("--only-lm", action="store_true", help="row (I) alone: the language model, packed or not")
+    p.add_argument("--only-peers", action="store_true", help="row (J) alone: the hand-wired Ray Tune peers")
     args = p.parse_args()
+    if args.only_peers:
+        print_peers(peer_rows(str(cache_dir())))
+        return 0
     if args.only_lm:
         torch.set_num_threads(2)
         print_lm(lm_rows())
@@ -442,6 +449,8 @@ def main() -> int:
     print_packing(out["packing"])
     out["lm"] = lm_rows()
     print_lm(out["lm"])
+    out["peers"] = peer_rows(str(cache_dir()))
+    print_peers(out["peers"])
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.json}")

@@ -34,3 +34,18 @@ def test_peak_memory_counts_child_processes():
     with PeakRSS(child.pid, interval=0.05) as peak:
         child.wait()
     assert 300 * 2**20 <= peak.peak <= 400 * 2**20
+
+
+def test_the_peers_train_the_seed_tables_models():
+    """(J)'s hand-wired peers train what the default sweep trains: its rows, its seeds, its epochs; and each
+    peer init draws the seed table's distribution (the fan-in rows' bound 1/sqrt(784) on the first layer)."""
+    from peers import EPOCHS, INITS, SEEDS, _model
+
+    from initsweep.config import load_config
+
+    sweep = load_config(ROOT / "sweeps" / "seed_table.yaml")
+    assert list(INITS) == [row.name for row in sweep.schemes]
+    assert list(SEEDS) == sweep.seeds and sweep.train.epochs == EPOCHS
+    first = _model("uniform [-y, y), y=1/sqrt(n)", 0)[1]
+    assert first.weight.abs().max() <= 1 / 784**0.5 and torch.all(first.bias == 0)
+    assert torch.all(_model("all ones", 0)[4].weight == 1)
