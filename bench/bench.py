@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402, F401  # imported before any timing, as (A) needs it and the engine's data once did
-from peers import peer_rows, print_peers  # noqa: E402  # bench/peers.py, beside this file
+from peers import peer_rows, print_peers, seed_table_mlp  # noqa: E402  # bench/peers.py, beside this file
 from torch import nn  # noqa: E402
 
 from initsweep.config import TrialConfig, load_config  # noqa: E402
@@ -59,16 +59,7 @@ def dataloader_baseline(epochs: int) -> float:
     start = time.perf_counter()
     full = datasets.FashionMNIST(str(cache_dir()), train=True, transform=transforms.ToTensor())
     train, val = random_split(full, [48_000, 12_000], generator=torch.Generator().manual_seed(0))
-    model = nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(784, 256),
-        nn.ReLU(),
-        nn.Dropout(0.2),
-        nn.Linear(256, 128),
-        nn.ReLU(),
-        nn.Dropout(0.2),
-        nn.Linear(128, 10),
-    )
+    model = seed_table_mlp("PyTorch default", 0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     for _ in range(epochs):

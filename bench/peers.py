@@ -51,7 +51,8 @@ INITS = {  # the seed table's rows, as a user writes them with torch.nn.init
 }
 
 
-def _model(scheme: str, seed: int) -> nn.Module:
+def seed_table_mlp(scheme: str, seed: int) -> nn.Module:
+    """The founding MLP (784-256-128-10, ReLU, dropout 0.2), initialized as the seed table's row `scheme`."""
     torch.manual_seed(seed)
     model = nn.Sequential(
         nn.Flatten(),
@@ -119,7 +120,7 @@ def dataloader_trial(config: dict) -> None:
     test = datasets.FashionMNIST(root, train=False, transform=transforms.ToTensor())
     order = torch.Generator().manual_seed(config["seed"])
     _fit(
-        _model(config["scheme"], config["seed"]),
+        seed_table_mlp(config["scheme"], config["seed"]),
         lambda epoch: DataLoader(train, batch_size=100, shuffle=True, generator=order),
         lambda: DataLoader(val, batch_size=1000),
         lambda: DataLoader(test, batch_size=1000),
@@ -145,7 +146,7 @@ def preloaded_trial(config: dict, data: dict) -> None:
             yield ix[i], iy[i]
 
     _fit(
-        _model(config["scheme"], config["seed"]),
+        seed_table_mlp(config["scheme"], config["seed"]),
         train_batches,
         lambda: chunks(x, y, val),
         lambda: chunks(tx, ty),

@@ -39,13 +39,13 @@ def test_peak_memory_counts_child_processes():
 def test_the_peers_train_the_seed_tables_models():
     """(J)'s hand-wired peers train what the default sweep trains: its rows, its seeds, its epochs; and each
     peer init draws the seed table's distribution (the fan-in rows' bound 1/sqrt(784) on the first layer)."""
-    from peers import EPOCHS, INITS, SEEDS, _model
+    from peers import EPOCHS, INITS, SEEDS, seed_table_mlp
 
     from initsweep.config import load_config
 
     sweep = load_config(ROOT / "sweeps" / "seed_table.yaml")
     assert list(INITS) == [row.name for row in sweep.schemes]
     assert list(SEEDS) == sweep.seeds and sweep.train.epochs == EPOCHS
-    first = _model("uniform [-y, y), y=1/sqrt(n)", 0)[1]
+    first = seed_table_mlp("uniform [-y, y), y=1/sqrt(n)", 0)[1]
     assert first.weight.abs().max() <= 1 / 784**0.5 and torch.all(first.bias == 0)
-    assert torch.all(_model("all ones", 0)[4].weight == 1)
+    assert torch.all(seed_table_mlp("all ones", 0)[4].weight == 1)
