@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402, F401  # imported before any timing, as (A) needs it and the engine's data once did
-from peers import peer_rows, print_peers, seed_table_mlp  # noqa: E402  # bench/peers.py, beside this file
+from peers import peer_rows, print_peers, seed_table_mlp, sweep_command  # noqa: E402  # bench/peers.py, beside this file
 from torch import nn  # noqa: E402
 
 from initsweep.config import TrialConfig, load_config  # noqa: E402
@@ -333,15 +333,7 @@ def sweep_vs_engine(overrides: list[str]) -> dict[str, float]:
     run_in_process(sweep, device="cpu")
     engine_s = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [
-            sys.executable,
-            str(ROOT / "sweeps" / "run.py"),
-            "--storage-path",
-            f"{tmp}/ray",
-            "--report-dir",
-            f"{tmp}/r",
-        ]
-        cmd += [arg for o in overrides for arg in ("--set", o)]
+        cmd = sweep_command(tmp, overrides)
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         # Once a second: reading a torch process's PSS costs the kernel ~20 ms, and sampling the sweep's ~20

@@ -202,19 +202,17 @@ def run_peer(variant: str, root: str) -> float:
     return seconds
 
 
+def sweep_command(tmp: str, overrides: list[str] = ()) -> list[str]:
+    """`python sweeps/run.py` on the default seed table, its Ray state and report under `tmp`."""
+    cmd = [sys.executable, str(ROOT / "sweeps" / "run.py"), "--storage-path", f"{tmp}/ray", "--report-dir", f"{tmp}/r"]
+    return cmd + [arg for o in overrides for arg in ("--set", o)]
+
+
 def ours() -> float:
     """`python sweeps/run.py` (the default seed table: the same 45 models), end to end."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [
-            sys.executable,
-            str(ROOT / "sweeps" / "run.py"),
-            "--storage-path",
-            f"{tmp}/ray",
-            "--report-dir",
-            f"{tmp}/r",
-        ]
         start = time.perf_counter()
-        subprocess.run(cmd, cwd=tmp, check=True, capture_output=True)
+        subprocess.run(sweep_command(tmp), cwd=tmp, check=True, capture_output=True)
         return time.perf_counter() - start
 
 
