@@ -4,7 +4,8 @@
 (B) our engine, one seed at a time            (C) our engine, 8 and 16 seeds packed
 (D) the FLOP bound: FLOPs per model at this machine's measured matmul rate (2048x2048 fp32)
 (E) the default seed-table sweep through `sweeps/run.py` (Ray start included) against the engine's
-    in-process time for the same 45 models; peak resident memory of the whole sweep (all processes).
+    in-process time for the same 45 models; peak resident memory of the whole sweep (all processes); its
+    slot use and its phases (the driver's `INITSWEEP_TIMINGS` marks, `bench/overhead.py`).
 (F) the per-epoch checkpoint a Ray trial writes (snapshot + torch.save of 5 packed seeds) against the
     epoch's training time.
 (G) packed seeds for any model against one seed at a time: folded (the default for conv nets,
@@ -16,7 +17,10 @@
     to train, 2 x params x tokens to evaluate, at the measured matmul rate).
 (J) the peers: the same 45 models as (E) through hand-wired Ray Tune + MLflowLoggerCallback, one model per
     trial, with a torchvision DataLoader and with the set preloaded as one tensor (`bench/peers.py`).
-`--only-packing` runs (G) and (H) alone, `--only-lm` (I), `--only-peers` (J).
+(K) the packed train step's levers (compile, Adam's kernels, dropout's, the batch copy), `bench/step.py`.
+(L) the fixed cost per trial: 200 tiny trials through `sweeps/run.py` against them in-process.
+`--only-packing` runs (G) and (H) alone, `--only-lm` (I), `--only-peers` (J), `--only-step` (K),
+`--only-overhead` (L).
 Every figure is a ratio against a baseline measured in the same run. Prints a table, writes JSON.
 """
 
@@ -40,7 +44,9 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402, F401  # imported before any timing, as (A) needs it and the engine's data once did
+from overhead import final_line, per_trial_rows, phases, print_per_trial, print_phases, read_marks  # noqa: E402
 from peers import peer_rows, print_peers, seed_table_mlp, sweep_command  # noqa: E402  # bench/peers.py, beside this file
+from step import print_steps, step_rows  # noqa: E402
 from torch import nn  # noqa: E402
 
 from initsweep.config import TrialConfig, load_config  # noqa: E402
@@ -334,16 +340,19 @@ def sweep_vs_engine(overrides: list[str]) -> dict[str, float]:
     engine_s = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
         cmd = sweep_command(tmp, overrides)
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        marks = Path(tmp) / "timings.jsonl"
+        env = os.environ | {"INITSWEEP_TIMINGS": str(marks)}
+        started, start = time.time(), time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # Once a second: reading a torch process's PSS costs the kernel ~20 ms, and sampling the sweep's ~20
         # processes 4 times a second took 23 s of CPU from a 95 s sweep on 2 cores (the engine's run has no
         # sampler); the peak is a plateau of the training, seconds long.
         with PeakRSS(proc.pid, interval=1.0) as rss:
-            _, err = proc.communicate()
+            out, err = proc.communicate()
         sweep_s = time.perf_counter() - start
         if proc.returncode != 0:
             raise RuntimeError(f"sweep failed: {err[-2000:]}")
+        sweep_phases = phases(read_marks(marks), started, time.time())
     models = sweep.n_trials * len(sweep.seeds)
     return {
         "models": models,
@@ -354,7 +363,15 @@ def sweep_vs_engine(overrides: list[str]) -> dict[str, float]:
         "sampler_cpu_s": rss.cpu_s,
         "samples": rss.samples,
         "sweep_peak_breakdown": [(label, pss / 2**20) for label, pss in rss.breakdown],
-    }
+        "phases": sweep_phases,
+    } | final_line(out)
+
+
+def print_sweep(e: dict) -> None:
+    """(E)'s slot use and its phases: where the sweep's time went besides training."""
+    print_phases(f"(E) the sweep, phase by phase ({e['slots']} slots)", {"wall_s": e["sweep_s"]} | e)
+    fixed = e["sweep_s"] - e["fit_s"]
+    print(f"  fixed cost (wall - the trials' stretch): {fixed:.1f} s; in-process engine {e['engine_s']:.1f} s")
 
 
 def main() -> int:
@@ -365,7 +382,15 @@ def main() -> int:
     p.add_argument("--only-packing", action="store_true", help="rows (G) and (H) alone: generic packing")
     p.add_argument("--only-lm", action="store_true", help="row (I) alone: the language model, packed or not")
     p.add_argument("--only-peers", action="store_true", help="row (J) alone: the hand-wired Ray Tune peers")
+    p.add_argument("--only-step", action="store_true", help="row (K) alone: the packed step's levers")
+    p.add_argument("--only-overhead", action="store_true", help="row (L) alone: 200 tiny trials, cost per trial")
     args = p.parse_args()
+    if args.only_step:
+        print_steps(step_rows())
+        return 0
+    if args.only_overhead:
+        print_per_trial(per_trial_rows())
+        return 0
     if args.only_peers:
         print_peers(peer_rows(str(cache_dir())))
         return 0
@@ -384,6 +409,7 @@ def main() -> int:
             f"ratio {e['sweep_s'] / e['engine_s']:.2f}x; sweep peak PSS (all processes) {e['sweep_peak_rss_gb']:.2f} GB"
         )
         print_breakdown(e)
+        print_sweep(e)
         return 0
     epochs = 1 if args.quick else 2
     packs = [4] if args.quick else [8, 16]
@@ -419,6 +445,7 @@ def main() -> int:
     rss = e["sweep_peak_rss_gb"]
     print(f"\nsweep wall / engine in-process: {ratio:.2f}x; sweep peak PSS (all processes): {rss:.2f} GB")
     print_breakdown(e)
+    print_sweep(e)
     f = checkpoint_cost(data, epochs)
     print(
         f"checkpoint per epoch (5 seeds, {f['checkpoint_mb']:.1f} MB): {f['checkpoint_s']:.3f} s, "
@@ -427,11 +454,16 @@ def main() -> int:
     print(f"matmul peak: {gflops:.0f} GFLOP/s; FLOPs per model: {flops_per_model(epochs) / 1e9:.0f} GFLOP")
     out = {"epochs": epochs, "rows": rows, "sweep_over_engine": ratio, "sweep_peak_rss_gb": e["sweep_peak_rss_gb"]}
     out["sweep_peak_breakdown_mb"] = e["sweep_peak_breakdown"]
+    out["sweep"] = {k: e[k] for k in ("phases", "busy", "fit_s", "slots", "sweep_s")}
     out["checkpoint"] = f | {"of_epoch": f["checkpoint_s"] / f["epoch_s"]}
     out["packing"] = packing_rows()
     print_packing(out["packing"])
     out["lm"] = lm_rows()
     print_lm(out["lm"])
+    out["step"] = step_rows(gflops=gflops)
+    print_steps(out["step"])
+    out["per_trial"] = per_trial_rows()
+    print_per_trial(out["per_trial"])
     out["peers"] = peer_rows(str(cache_dir()))
     print_peers(out["peers"])
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from initsweep.report.build import Report
+    from initsweep.sweep.tuner import SlotUse
 
 __all__ = ["SweepResults", "load_results", "run_sweep"]
 
@@ -55,6 +58,8 @@ class SweepResults:
     experiment_dir: Path | None = None
     """Tune's folder (state, checkpoints): known for a sweep run in this process."""
     seconds: float = 0.0
+    slot_use: SlotUse | None = None
+    """How busy the trial slots were while Tune ran (a sweep run in this process; None otherwise)."""
 
     @property
     def judged(self) -> list[TrialResult]:
@@ -163,8 +168,10 @@ def run_sweep(
     Raises `ConfigError` (one line) on bad input before anything is started or written, and
     `TrackingUnavailable` when the tracking server goes away mid-sweep (run it again to resume).
     """
-    from initsweep.tracking import Tracker, check_tracking_server, default_tracking_uri
+    from initsweep.sweep.cluster import connect, ray_environment
+    from initsweep.tracking import Tracker, check_tracking_server, default_tracking_uri, mark
 
+    mark("tracking_imported")  # the `INITSWEEP_TIMINGS` seam: the points a sweep passes, for bench/overhead.py
     sweep = _as_config(config, overrides)
     address = address if address is not None else os.environ.get("RAY_ADDRESS")
     tracking_uri = default_tracking_uri(tracking_uri)
@@ -178,35 +185,55 @@ def run_sweep(
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-    from initsweep.engine.data import lineage, load_configured
-    from initsweep.engine.models import check_sweep
-    from initsweep.sweep.cluster import connect
-
-    data = load_configured(sweep.data, sweep.task)  # before Ray starts: a missing dataset fails in a second
-    check_sweep(sweep, data)  # your model built, initialized and run on one batch: bad code is one line
+    # An embedded Ray takes seconds to start, mostly waiting on its processes: meanwhile a thread loads the
+    # data, checks the sweep (your model built and run on one batch) and opens the MLflow store. A bad
+    # dataset or model still stops the sweep before anything is recorded. A cluster's driver prepares first
+    # (what the checks import from your folder travels with the job: `working_folder_modules`), and so does a
+    # process that imported Ray already (its bad input is reported before `connect` refuses that).
+    overlap = not address and "ray" not in sys.modules
+    ours = not address and not ("ray" in sys.modules and sys.modules["ray"].is_initialized())  # else a caller's
+    if overlap:
+        ray_environment(address, listen)  # before the thread may import your code (which may import Ray)
+    if not verbose:
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+    tracker = Tracker(tracking_uri)
     start = time.perf_counter()
-    dashboard = connect(address, verbose, listen)
+    with ThreadPoolExecutor(1, thread_name_prefix="initsweep-prepare") as pool:
+        prepared = pool.submit(_prepare, sweep, tracker if overlap else None)
+        if overlap:
+            dashboard = connect(address, verbose, listen)
+            mark("ray_started")
+        data = prepared.result()  # its error, if any, here: one line
+        if not overlap:
+            dashboard = connect(address, verbose, listen)
+            mark("ray_started")
     kind = "search" if sweep.search else "grid"
     printer(
         f"sweep {sweep.name!r} ({kind}): {sweep.n_trials} trials x {len(sweep.seeds)} seeds on Ray "
         f"({address or 'embedded'}{', dashboard ' + dashboard if dashboard else ''})",
         flush=True,
     )
+    import ray
+
+    from initsweep.engine.data import lineage
     from initsweep.sweep.trainable import StoredData
     from initsweep.sweep.tuner import run_sweep as run_tuner  # imports Ray: after connect() set its environment
 
+    mark("tuner_imported")
     data_lineage = lineage(sweep.data, data)  # what MLflow records of it, before the driver drops its copy
     stored = StoredData.put(data)  # every worker of a node maps this one copy
     del data  # and the driver keeps none of its own during the sweep (219 MB for FashionMNIST)
+    mark("data_stored")
     if not verbose:  # after the imports: Optuna sets its own level when it loads
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("optuna").setLevel(logging.WARNING)
+    # Once the trials are done, an embedded Ray shuts down (seconds) while the report is written.
+    shutdown = threading.Thread(target=ray.shutdown, name="initsweep-ray-shutdown") if ours else None
     if progress_bar is None:
         progress_bar = sys.stdout.isatty() and not verbose
     outcome = run_tuner(
         sweep,
         stored,
-        Tracker(tracking_uri),
+        tracker,
         storage_path=str(storage),
         report_dir=str(Path(report_dir).resolve()),
         fresh=fresh,
@@ -214,7 +241,12 @@ def run_sweep(
         printer=printer,
         progress_bar=progress_bar,
         data_lineage=data_lineage,
+        trials_done=shutdown.start if shutdown else None,
     )
+    mark("tuner_returned")
+    if shutdown is not None and shutdown.ident is not None:
+        shutdown.join()
+        mark("ray_shut_down")
     return SweepResults(
         sweep,
         outcome.results,
@@ -226,7 +258,26 @@ def run_sweep(
         outcome.report,
         outcome.experiment_dir,
         time.perf_counter() - start,
+        outcome.slot_use,
     )
+
+
+def _prepare(sweep: SweepConfig, tracker=None):
+    """The sweep's data, loaded and checked against its model (`ConfigError` on bad input); with `tracker`,
+    its MLflow store opened too (a new SQLite store creates its tables: seconds)."""
+    from initsweep.engine.data import load_configured
+    from initsweep.engine.models import check_sweep
+    from initsweep.tracking import mark
+
+    mark("engine_imported")
+    data = load_configured(sweep.data, sweep.task)
+    mark("data_loaded")
+    check_sweep(sweep, data)  # your model built, initialized and run on one batch: bad code is one line
+    mark("sweep_checked")
+    if tracker is not None:
+        tracker.open()
+        mark("store_opened")
+    return data
 
 
 def load_results(

@@ -36,6 +36,7 @@ from initsweep.prediction import predict
 from initsweep.results import EPOCH_METRICS, TEST_METRICS, DataLineage, SeedResult, TrialResult, aggregate
 
 __all__ = [
+    "TIMINGS_ENV",
     "Tracker",
     "TrackingUnavailable",
     "artifact_root",
@@ -43,6 +44,7 @@ __all__ = [
     "default_tracking_uri",
     "find_sweep_run",
     "is_local_uri",
+    "mark",
     "masked",
     "read_failures",
     "read_sweep",
@@ -55,7 +57,38 @@ EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND_TAG = (EXPERIMENT_KIND, "custom_model_development")
 """Tells the MLflow UI the experiment holds training runs: it opens on the runs table, not GenAI traces."""
 
-MAX_BATCH = 900  # MLflow takes at most 1000 metrics per log_batch
+MAX_BATCH = 900  # MLflow takes at most 1000 entries (metrics, params, tags) per log_batch
+MAX_PARAMS = 100  # and at most 100 params
+
+TIMINGS_ENV = "INITSWEEP_TIMINGS"
+"""A seam for measuring a sweep's own costs (`bench/overhead.py`): with `INITSWEEP_TIMINGS=PATH` set, the
+driver appends one JSON line per point of the sweep it passes to PATH (`mark`); unset, nothing is written."""
+
+
+def mark(phase: str, t: float | None = None, **extra) -> None:
+    """Append `{"phase": phase, "t": UNIX_SECONDS, **extra}` as a line to `$INITSWEEP_TIMINGS`, if set.
+    `t`: when it happened (default now). A few microseconds; a no-op without the variable."""
+    path = os.environ.get(TIMINGS_ENV)
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"phase": phase, "t": time.time() if t is None else t, **extra}) + "\n")
+
+
+def _timed(phase: str):
+    """`mark(phase, s=SECONDS)` when the decorated call returns or raises: its end and its duration."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                mark(phase, s=round(time.perf_counter() - start, 6))
+
+        return wrapper
+
+    return decorate
 
 
 class TrackingUnavailable(RuntimeError):
@@ -253,6 +286,13 @@ class Tracker:
             self._client = MlflowClient(self.tracking_uri)
         return self._client
 
+    @_outage_is_unavailable
+    def open(self) -> None:
+        """Open the store ahead of the first write (a new SQLite store creates its tables: seconds), taking
+        turns with another sweep opening the same new file."""
+        with _first_use_lock(self.tracking_uri):
+            self.client.search_experiments(max_results=1)
+
     def _experiment(self) -> str:
         exp = self.client.get_experiment_by_name(self.sweep.name)
         if exp is not None:
@@ -277,6 +317,7 @@ class Tracker:
         query = f"tags.sweep_id = '{self.sweep_id}' AND tags.run_kind = '{kind}'{extra}"
         return list(self.client.search_runs([self.experiment_id], query, max_results=10_000))
 
+    @_timed("start_sweep")
     @_outage_is_unavailable
     def start_sweep(
         self, sweep: SweepConfig, sweep_id: str, experiment_dir: str, lineage: DataLineage | None = None
@@ -328,6 +369,7 @@ class Tracker:
         )
         return self.parent_run_id
 
+    @_timed("end_sweep")
     @_outage_is_unavailable
     def end_sweep(self, status: str = "FINISHED", summary: dict[str, float] | None = None) -> None:
         if summary:
@@ -341,20 +383,24 @@ class Tracker:
         values it chose."""
         self.client.log_dict(self.parent_run_id, chosen, "chosen_values.json")
 
+    @_timed("log_report")
     @_outage_is_unavailable
     def log_report(self, folder: Path) -> None:
         """Attach a report folder to the sweep's parent run (artifacts under `report/`)."""
         self.client.log_artifacts(self.parent_run_id, str(folder), "report")
 
+    @_timed("record_trial")
     @_outage_is_unavailable
     def record_trial(self, record: TrialResult) -> str | None:
         """Write a finished or failed trial with its seed runs, unless it is already recorded."""
-        trial_filter = f" AND tags.trial_id = '{record.trial_id}'"
-        existing = self._find("trial", trial_filter)
-        if any(r.info.status in ("FINISHED", "FAILED") for r in existing):
+        query = f"tags.sweep_id = '{self.sweep_id}' AND tags.trial_id = '{record.trial_id}'"
+        existing = list(self.client.search_runs([self.experiment_id], query, max_results=10_000))  # trial, seeds
+        trials = [r for r in existing if r.data.tags.get("run_kind") == "trial"]
+        if any(r.info.status in ("FINISHED", "FAILED") for r in trials):
             return None
-        for partial in existing + self._find("seed", trial_filter):
-            self.client.delete_run(partial.info.run_id)
+        for partial in existing:  # a driver killed mid-write left these: written again whole
+            if partial.data.tags.get("run_kind") in ("trial", "seed"):
+                self.client.delete_run(partial.info.run_id)
 
         c, ts = self.client, int(time.time() * 1000)
         prediction = predict(record.config)  # mean-field theory's chi1, xi_c, phase for an MLP
@@ -373,16 +419,16 @@ class Tracker:
         }
         name = record.name
         trial_run = c.create_run(self.experiment_id, tags=trial_tags, run_name=name).info.run_id
-        c.log_batch(trial_run, params=params)
-        self._log_data(trial_run)
+        metrics = []
         if record.seeds:
             epochs = min(len(s.epochs) for s in record.seeds)
             metrics = [m for e in range(1, epochs + 1) for m in _metrics(aggregate(record.seeds, e), e, ts)]
             final = _metrics(aggregate(record.seeds), epochs, ts)
             metrics += [m for m in final if m.key.removesuffix("_std") in TEST_METRICS]
-            self._log_metrics(trial_run, metrics)
         if prediction is not None:
-            self._log_metrics(trial_run, _metrics(prediction.metrics(), 0, ts))
+            metrics += _metrics(prediction.metrics(), 0, ts)
+        self._log_batches(trial_run, metrics, params)
+        self._log_data(trial_run)
         for seed in record.seeds:
             self._record_seed(record, seed, trial_run, params, base_tags, name, ts)
         if record.error:
@@ -402,13 +448,12 @@ class Tracker:
         if seed.diverged:
             tags["diverged_step"] = str(seed.diverged_step)
         run = c.create_run(self.experiment_id, tags=tags, run_name=f"{name} seed={seed.seed}").info.run_id
-        c.log_batch(run, params=[*params, Param("seed", str(seed.seed))])
-        self._log_data(run)
         metrics = [m for e, values in enumerate(seed.epochs, 1) for m in _metrics(values, e, ts)]
         metrics += [Metric("minibatch_loss", loss, ts, step) for step, loss in seed.step_losses]
         metrics += [Metric(key, value, ts, len(seed.epochs)) for key, value in seed.test.items()]
         metrics.append(Metric("seconds", seed.seconds, ts, 0))
-        self._log_metrics(run, metrics)
+        self._log_batches(run, metrics, [*params, Param("seed", str(seed.seed))])
+        self._log_data(run)
         c.log_text(run, json.dumps(seed.diagnostics, indent=1), "init_diagnostics.json")
         c.set_terminated(run, RunStatus.to_string(RunStatus.FINISHED))
 
@@ -424,9 +469,14 @@ class Tracker:
         context = InputTag(MLFLOW_DATASET_CONTEXT, "training")
         self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[context])])
 
-    def _log_metrics(self, run_id: str, metrics: list[Metric]) -> None:
-        for i in range(0, len(metrics), MAX_BATCH):
-            self.client.log_batch(run_id, metrics=metrics[i : i + MAX_BATCH])
+    def _log_batches(self, run_id: str, metrics: list[Metric], params: list[Param] = ()) -> None:
+        """Params and metrics in as few `log_batch` calls as MLflow takes (each call costs the driver
+        ~15 ms on SQLite, a round trip on a server): at most `MAX_PARAMS` params and `MAX_BATCH` entries."""
+        params, metrics = list(params), list(metrics)
+        while params or metrics:
+            p, params = params[:MAX_PARAMS], params[MAX_PARAMS:]
+            m, metrics = metrics[: MAX_BATCH - len(p)], metrics[MAX_BATCH - len(p) :]
+            self.client.log_batch(run_id, metrics=m, params=p)
 
 
 def find_sweep_run(client: MlflowClient, experiment: str, run_id: str | None = None):
@@ -444,6 +494,7 @@ def find_sweep_run(client: MlflowClient, experiment: str, run_id: str | None = N
     return runs[0]
 
 
+@_timed("read_sweep")
 def read_sweep(client: MlflowClient, parent) -> tuple[SweepConfig, list[TrialResult]]:
     """A sweep's config and its finished trials, read back from MLflow alone (no Ray, no Tune files)."""
     parent_id = parent.info.run_id

@@ -254,13 +254,20 @@ def test_mlflow_server_down_past_the_retries_stops_with_one_line_and_the_rerun_r
 def test_two_sweeps_at_once_on_one_sqlite_store_listening_on_loopback_only(tmp_path):
     smoke = str(ROOT / "sweeps" / "smoke.yaml")
     storage = ("--storage-path", str(tmp_path / "ray"))
-    first = Driver([smoke, *storage], tmp_path)
-    second = Driver([smoke, "--set", "seeds=[2,3]", *storage], tmp_path)  # the same experiment, another sweep
+    paused = faultplan.env("", pause_s=2.0)  # each trial waits 2 s after its epoch: both Rays stay up a while
+    first = Driver([smoke, *storage], tmp_path, env=paused)
+    second = Driver([smoke, "--set", "seeds=[2,3]", *storage], tmp_path, env=paused)  # the same experiment
 
     # While both run: every socket their processes (Ray's included) listen on is a loopback address.
     listening, refused = set(), {}
     deadline = time.monotonic() + 300
-    while not (first.progress() and second.progress()) and time.monotonic() < deadline:
+
+    # Until both sweeps trained a trial and both dashboards answered (a dashboard can lag its sweep's line).
+    def running() -> bool:
+        return first.proc.poll() is None or second.proc.poll() is None
+
+    while not (first.progress() and second.progress() and len(refused) == 2) and running():
+        assert time.monotonic() < deadline, (refused, "".join(first.lines + second.lines)[-6000:])
         for driver in (first, second):
             # The Jobs API (it runs any code it is sent) turns away a request without Ray's token.
             dashboard = next((line for line in list(driver.lines) if "dashboard " in line), None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -35,13 +36,36 @@ def assert_complete(runs: dict, n_trials: int, n_seeds: int) -> None:
 
 
 def test_grid_sweep_records_every_trial_and_seed_and_resumes_idempotently(tmp_path):
-    proc = run_cli(str(ROOT / "sweeps" / "smoke.yaml"), "--storage-path", str(tmp_path / "ray"), cwd=tmp_path)
+    timings = tmp_path / "timings.jsonl"  # the driver's marks (`INITSWEEP_TIMINGS`), as bench/overhead.py reads them
+    proc = run_cli(
+        str(ROOT / "sweeps" / "smoke.yaml"),
+        "--storage-path",
+        str(tmp_path / "ray"),
+        cwd=tmp_path,
+        env={"INITSWEEP_TIMINGS": str(timings)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
+    marks = [json.loads(line) for line in timings.read_text().splitlines()]
+    order = [m["phase"] for m in marks if "s" not in m]
+    # the data, the checks and the store are ready while Ray starts; Ray shuts down while the report is written
+    assert set(order[:6]) == {"tracking_imported", "engine_imported", "data_loaded", "sweep_checked"} | {
+        "store_opened",
+        "ray_started",
+    }
+    assert order[order.index("fit_returned") :] == ["fit_returned", "report_built", "tuner_returned", "ray_shut_down"]
+    assert [m["phase"] for m in marks].count("record_trial") >= 3
     assert [line.split("]")[0] for line in out.splitlines() if line.startswith("[")] == ["[1/3", "[2/3", "[3/3"]
     assert "ETA" in out and "best " in out
     assert "val acc % (95% CI)" in out and "3/3 trials done (0 failed)" in out
     assert "UI: initsweep ui --tracking-uri 'sqlite:///" in out
+    # 3 cells on 2 slots: the third runs as 2 shards of 1 seed (no slot idles), printed and recorded as one
+    exp_dir = next((tmp_path / "ray").glob("smoke-*"))
+    assert len(list(exp_dir.glob("train_trial_*"))) == 4
+    busy = re.search(
+        r"3/3 trials done \(0 failed\) in [\d.]+ s; slots busy (\d+)% of the [\d.]+ s the trials ran \(2 slots\)", out
+    )
+    assert busy and 0 < int(busy[1]) <= 100, out[-800:]
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"  # MLflow's own default, in the working directory
     runs = mlflow_runs(uri, "smoke")
@@ -100,6 +124,17 @@ def test_grid_sweep_records_every_trial_and_seed_and_resumes_idempotently(tmp_pa
         trial = next(r for r in runs["trial"] if r.info.run_name == line["scheme"])
         assert line["val acc % (95% CI)"].startswith(f"{trial.data.metrics['val_accuracy']:.2f} [")
         assert line["test acc %"] == f"{trial.data.metrics['test_accuracy']:.2f}"
+
+    # --no-ray trains every cell whole in this process: the same table (the split is invisible in it).
+    local = run_cli(
+        str(ROOT / "sweeps" / "smoke.yaml"), "--no-ray", "--report-dir", str(tmp_path / "local"), cwd=tmp_path
+    )
+    assert local.returncode == 0, local.stderr[-3000:]
+
+    def rows(folder):  # without the rank, which orders ties by finishing order
+        return sorted(line.split(",", 1)[1] for line in (folder / "results.csv").read_text().splitlines())
+
+    assert rows(tmp_path / "local" / "smoke-no-ray") == rows(report_dir)
 
     # The same command again: the sweep is found finished, nothing trains, nothing is written twice.
     rerun = run_cli(str(ROOT / "sweeps" / "smoke.yaml"), "--storage-path", str(tmp_path / "ray"), cwd=tmp_path)

@@ -9,9 +9,15 @@ import sys
 
 import torch
 from conftest import ROOT
+from hypothesis import given
+from hypothesis import strategies as st
+from ray.tune.experiment import Trial
 
 from initsweep.config import parse_config
-from initsweep.sweep.callbacks import Live, Progress, attach, progress_line
+from initsweep.results import SeedResult, seeds_to_json
+from initsweep.sweep.callbacks import Live, Progress, attach, last_of, progress_line, result_of
+from initsweep.sweep.callbacks import cells as cells_of
+from initsweep.sweep.space import cell_params, grid_cells, shard_tail, trial_from_params
 from initsweep.sweep.trainable import CHECKPOINT_FILE, latest_state
 
 SMOKE = parse_config({"name": "p", "seeds": [0, 1], "schemes": ["orthogonal"], "train": {"epochs": 3}})
@@ -94,3 +100,70 @@ def test_loading_a_config_imports_numpy_only_to_resolve_critical_auto():
     assert run(seed_table).stdout.strip() == "False"
     critical = run(smoke, "schemes=[critical]", "model.activation=tanh")
     assert critical.stdout.strip() == "True", critical.stderr
+
+
+def test_the_last_round_is_split_into_seed_shards_that_fill_every_slot():
+    cells = [{"row": {"scheme": f"s{i}"}, "axes": {}} for i in range(9)]
+    seeds = [10, 11, 12, 13, 14]
+    split = shard_tail(cells, seeds, slots=2)
+    assert split[:8] == cells[:8]  # the full rounds are untouched
+    assert [(c["index"], c["shard"], c["seeds"]) for c in split[8:]] == [
+        (8, [0, 2], [10, 11, 12]),
+        (8, [1, 2], [13, 14]),
+    ]
+    assert all(c["row"] == cells[8]["row"] for c in split[8:])
+    assert shard_tail(cells[:8], seeds, 2) == cells[:8]  # no partial round
+    assert shard_tail(cells, [0], 2) == cells  # one seed: nothing to split
+    assert shard_tail(cells, seeds, 1) == cells
+    # the last round never holds more shards than slots: 3 cells on 7 slots in 2 shards each, on 5 not at all
+    assert [len(c["seeds"]) for c in shard_tail(cells[:3], seeds, 7)] == [3, 2, 3, 2, 3, 2]
+    assert shard_tail(cells[:3], seeds, 5) == cells[:3]
+    assert [len(c["seeds"]) for c in shard_tail(cells[:1], seeds, 16)] == [1] * 5  # at most a seed a shard
+
+
+@given(st.integers(1, 12), st.integers(1, 7), st.integers(1, 16))
+def test_shards_partition_each_cells_seeds_in_order(n_cells, n_seeds, slots):
+    cells = [{"row": {"scheme": f"s{i}"}, "axes": {}} for i in range(n_cells)]
+    seeds = list(range(100, 100 + n_seeds))
+    split = shard_tail(cells, seeds, slots)
+    for index, cell in enumerate(cells):
+        parts = [c for c in split if c.get("index") == index] or [c for c in split if c is cell]
+        assert [s for c in parts for s in c.get("seeds", seeds)] == seeds
+        assert all(cell_params({"cell": c}) == {"cell": cell} for c in parts)
+    # the split never leaves fewer trials in the last round than there were cells in it, nor more than slots
+    tail = n_cells % slots if slots > 1 else 0
+    assert len(split) >= n_cells and len(split) - (n_cells - tail) <= max(tail, slots)
+
+
+def test_a_split_cells_shards_are_printed_and_recorded_as_one_trial_of_all_its_seeds():
+    schemes = ["orthogonal", "xavier_normal", "pytorch_default"]
+    sweep = parse_config({"name": "p", "seeds": [0, 1, 2], "schemes": schemes, "train": {"epochs": 1}})
+    cells = shard_tail(grid_cells(sweep), sweep.seeds, slots=2)
+    assert [c.get("seeds") for c in cells] == [None, None, [0, 1], [2]]
+    assert trial_from_params(sweep, {"cell": cells[3]}).seeds == [2]  # what the shard's worker trains
+    trials = [Trial("train_trial", config={"cell": c}, trial_id=f"t{i}", stub=True) for i, c in enumerate(cells)]
+    for t, c in zip(trials, cells, strict=True):
+        seeds = [
+            SeedResult(s, epochs=[{"val_accuracy": 80.0 + s, "val_loss": 0.5}], test={"test_accuracy": 70.0 + s})
+            for s in c.get("seeds", sweep.seeds)
+        ]
+        note = "slow" if c.get("shard") == [1, 2] else ""
+        t.update_last_result({"seed_results": seeds_to_json(seeds), "epoch": 1, "objective": 0.0, "note": note})
+    assert [[t.trial_id for t in g] for g in cells_of(trials)] == [["t0"], ["t1"], ["t2", "t3"]]
+
+    lines: list[str] = []
+    attach("split", Live(sweep, None, lambda line, **_: lines.append(line)))
+    progress = Progress("split")
+    progress.setup()
+    for t in trials[:3]:
+        progress.on_trial_complete(0, trials, t)
+        t.status = Trial.TERMINATED
+    assert [line.split("]")[0] for line in lines] == ["[1/3", "[2/3"]  # the first shard prints nothing
+    progress.on_trial_complete(0, trials, trials[3])
+    assert lines[-1].startswith("[3/3] pytorch_default: val_accuracy 81 ± 1 [slow]  (trial t2)")  # over all 3 seeds
+
+    merged = result_of(sweep, trials[2:])
+    assert merged.config == sweep.trials()[2] and merged.trial_id == "t2"
+    assert [s.seed for s in merged.seeds] == [0, 1, 2]
+    assert merged.mean("test_accuracy") == 71.0
+    assert last_of(sweep, trials[2:])["val_accuracy_std"] == 1.0

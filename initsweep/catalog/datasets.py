@@ -56,7 +56,8 @@ class DatasetInfo:
     torchvision_name: str | None = None
     """Images: the class in `torchvision.datasets` that reads (or downloads) it."""
     files: tuple[str, ...] = ()
-    """Text: the package's files in `local_dir`, read as one token stream in this order."""
+    """The package's files in `local_dir`: text, read as one token stream in this order; images, MNIST's
+    four raw `.gz` files (train images, train labels, test images, test labels)."""
     package_version: str | None = None
     """Text: the package version whose files add up to `train_size` bytes (another one is re-checked once
     loaded)."""
@@ -65,6 +66,14 @@ class DatasetInfo:
     def text(self) -> bool:
         return self.task == LANGUAGE_MODEL.name
 
+
+MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+"""The raw files of MNIST and the datasets laid out like it (FashionMNIST, KMNIST), as torchvision names them."""
 
 _FORTUNE_NAMES = (
     "art ascii-art computers cookie debian definitions disclaimer drugs education ethnic food fortunes goedel "
@@ -85,6 +94,7 @@ DATASETS: dict[str, DatasetInfo] = {
         local_dir="/usr/share/datasets/fashion-mnist",
         apt_package="dataset-fashion-mnist",
         torchvision_name="FashionMNIST",
+        files=MNIST_FILES,
     ),
     "fortunes": DatasetInfo(
         LANGUAGE_MODEL.name,

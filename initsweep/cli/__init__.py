@@ -8,6 +8,7 @@ Each subcommand is a module here with `HELP`, `add_arguments(parser)` and `main(
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 from collections.abc import Sequence
@@ -63,14 +64,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, module in modules.items():
         _parser(module, name, subparsers)
     args = parser.parse_args(argv)
-    return modules[args.command].main(args)
+    return _run(modules[args.command], args)
 
 
 def script_main(command: str, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """One subcommand as its own script (`python sweeps/run.py ...` is `initsweep run ...`)."""
     module = importlib.import_module(COMMANDS[command])
     parser = _parser(module, prog or f"python sweeps/{command}.py")
-    return module.main(parser.parse_args(argv))
+    return _run(module, parser.parse_args(argv))
+
+
+def _run(module, args: argparse.Namespace) -> int:
+    try:
+        return module.main(args)
+    finally:
+        # Done: at exit Python would otherwise collect every object torch, Ray and MLflow made (a second or
+        # more; the OS takes the memory back at once). Exit handlers, Ray's shutdown among them, still run.
+        gc.freeze()
 
 
 if __name__ == "__main__":

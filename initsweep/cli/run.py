@@ -195,9 +195,10 @@ def print_outcome(results) -> int:
     if top:
         value = top.mean(sweep.objective.metric)
         print(f"\nbest: {top.name} ({sweep.objective.metric} {value:.4g}, mean over {len(sweep.seeds)} seeds)")
+    slots = f"; {results.slot_use.line()}" if results.slot_use else ""
     print(
         f"\n{finished}/{sweep.n_trials} trials done ({len(results.failed)} failed) in "
-        f"{results.seconds:.1f} s; Tune state: {results.experiment_dir}"
+        f"{results.seconds:.1f} s{slots}; Tune state: {results.experiment_dir}"
     )
     print(
         f"MLflow: experiment {sweep.name!r} (id {results.experiment_id}), parent run {results.parent_run_id}, "

@@ -24,6 +24,12 @@ class ResourcesConfig(_Strict):
     """Memory a trial reserves, in GiB (Ray's `memory` resource: placement only, not a limit); default: none."""
     custom: dict[str, Annotated[float, Field(gt=0.0)]] = Field(default_factory=dict)
     """Custom Ray resources a trial holds, e.g. {"accelerator_type:H100": 1} (a node declares its own)."""
+    split_tail: bool = True
+    """A plain fifo grid: split each cell of the last, partial round into seed shards across the slots that
+    would idle (9 cells of 5 seeds on 2 slots: the ninth as 3 + 2 seeds), merged back into one trial before
+    it is printed or recorded. A shard's seeds train as in the whole cell up to float rounding (a batched
+    kernel's reduction order follows the pack), so a tail cell's metrics move in their last digits only,
+    with the cluster's slot count; false keeps every cell whole, bit for bit the same on any cluster."""
     stall_warning_s: float = Field(default=60.0, gt=0.0)
     """Seconds with trials pending and none running or started before one line says what they wait for."""
 

@@ -1,5 +1,8 @@
 """The driver side of a sweep: Tune callbacks that print progress and record finished trials in MLflow.
 
+Both see a sweep as its grid cells: a cell split into seed shards (`initsweep.sweep.space.shard_tail`) is
+printed and recorded once, as one trial of all its seeds, when its last shard has finished.
+
 `Tuner.restore` brings back the callbacks pickled when the sweep started. Ours pickle only a key: after
 a restore they act through the objects of the run that resumes the sweep (its tracker and tracking URI,
 its printer, fresh clocks), which `attach` registers under that key before the Tuner is restored.
@@ -17,12 +20,23 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from initsweep.config import SweepConfig
-from initsweep.results import TrialResult, best, seeds_from_json
+from initsweep.results import TrialResult, aggregate, best, seeds_from_json
 from initsweep.sweep.resources import describe, trial_request
-from initsweep.sweep.space import trial_from_params
+from initsweep.sweep.space import cell_params, trial_from_params
 from initsweep.tracking import Tracker
 
-__all__ = ["Live", "Progress", "ProgressBar", "RecordTrials", "attach", "progress_line", "result_of", "stall_line"]
+__all__ = [
+    "Live",
+    "Progress",
+    "ProgressBar",
+    "RecordTrials",
+    "attach",
+    "cells",
+    "last_of",
+    "progress_line",
+    "result_of",
+    "stall_line",
+]
 
 
 @dataclass
@@ -63,15 +77,70 @@ class _KeyedCallback(tune.Callback):
         pass
 
 
-def result_of(sweep: SweepConfig, tune_trial: Trial, error: str | None = None) -> TrialResult:
-    """What the driver knows of a Tune trial: its config, and its seeds from its last report."""
-    last = tune_trial.last_result or {}
+def _shard(tune_trial: Trial) -> list[int] | None:
+    return (tune_trial.config.get("cell") or {}).get("shard")
+
+
+def cells(trials: list[Trial]) -> list[list[Trial]]:
+    """Tune's trials as the sweep's trials, in order: each trial alone, a split cell's shards together
+    (in shard order); a trial listed twice counts once."""
+    groups: dict[tuple, list[Trial]] = {}
+    for t in {id(t): t for t in trials}.values():
+        key = ("cell", t.config["cell"]["index"]) if _shard(t) else ("trial", t.trial_id)
+        groups.setdefault(key, []).append(t)
+    return [sorted(g, key=lambda t: (_shard(t) or [0])[0]) for g in groups.values()]
+
+
+def cell_of(trials: list[Trial], tune_trial: Trial) -> list[Trial]:
+    """The Tune trials of `tune_trial`'s cell: itself, or its cell's shards."""
+    return (
+        next(group for group in cells([*trials, tune_trial]) if tune_trial in group)
+        if _shard(tune_trial)
+        else [tune_trial]
+    )
+
+
+def finished(group: list[Trial], current: Trial | None = None) -> bool:
+    """Every shard of the cell is there and done (`current`: the trial a callback is told of, done though
+    Tune may not have set its status yet)."""
+    shard = _shard(group[0])
+    done = all(t is current or t.status in (Trial.TERMINATED, Trial.ERROR) for t in group)
+    return done and len(group) == (shard[1] if shard else 1)
+
+
+def last_of(sweep: SweepConfig, group: list[Trial]) -> dict:
+    """The cell's last result as one trial's: a single trial's own; a split cell's fields of the progress
+    line (objective, its std, diverged, epoch, restore, notes) over all its shards' seeds."""
+    if len(group) == 1:
+        return group[0].last_result or {}
+    lasts = [t.last_result or {} for t in group]
+    if any("objective" not in r for r in lasts):
+        return {}
+    seeds = [s for r in lasts for s in seeds_from_json(r.get("seed_results"))]
+    epoch = min(r["epoch"] for r in lasts)
+    metric = sweep.objective.metric
+    values = aggregate(seeds, epoch) if epoch < sweep.train.epochs else aggregate(seeds)
+    notes = dict.fromkeys(r["note"] for r in lasts if r.get("note"))
+    return {
+        "objective": values[metric],
+        f"{metric}_std": values[f"{metric}_std"],
+        "diverged": values["diverged"],
+        "epoch": epoch,
+        "restored_epoch": min(r.get("restored_epoch", 0) for r in lasts),
+        "note": "; ".join(notes),
+    }
+
+
+def result_of(sweep: SweepConfig, group: list[Trial], error: str | None = None) -> TrialResult:
+    """What the driver knows of a sweep trial (one Tune trial, or a split cell's shards): its config, and its
+    seeds from each Tune trial's last report."""
+    lasts = [t.last_result or {} for t in group]
     return TrialResult(
-        trial_from_params(sweep, tune_trial.config),
-        seeds_from_json(last.get("seed_results")),
-        trial_id=tune_trial.trial_id,
+        trial_from_params(sweep, cell_params(group[0].config)),
+        [s for last in lasts for s in seeds_from_json(last.get("seed_results"))],
+        trial_id=group[0].trial_id,
         error=error,
-        node_id=last.get("node_id"),
+        node_id=lasts[0].get("node_id"),
     )
 
 
@@ -168,7 +237,7 @@ class Progress(_KeyedCallback):
         now = time.monotonic()
         if self.live.progress_bar:
             if self.bar is None:
-                done = sum(t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials)
+                done = sum(finished(g) for g in cells(trials))
                 self.bar = ProgressBar(self.live.sweep.n_trials, done)
             self.bar.tick()
         pending = [t for t in trials if t.status == Trial.PENDING]
@@ -183,24 +252,32 @@ class Progress(_KeyedCallback):
 
     def _line(self, trials: list[Trial], tune_trial: Trial, failed: bool) -> None:
         sweep = self.live.sweep
-        finished = [t for t in trials if t.status in (Trial.TERMINATED, Trial.ERROR) or t is tune_trial]
-        done = len(finished)
+        group = cell_of(trials, tune_trial)
+        if not finished(group, tune_trial):
+            return  # a shard: its cell's line comes with its last shard
+        failed = failed or any(t.status == Trial.ERROR for t in group if t is not tune_trial)
+        done_cells = [g for g in cells([*trials, tune_trial]) if finished(g, tune_trial)]
+        done = len(done_cells)
         if self.done_at_start is None:
             self.done_at_start = done - 1
         elapsed = time.monotonic() - self.start
         rate = elapsed / max(1, done - self.done_at_start)
         # The best judged trial: a tuned sweep's candidates (stage "tune") only choose settings.
         reported = [
-            t for t in finished if t.last_result and "objective" in t.last_result and t.config.get("stage") != "tune"
+            (g, last)
+            for g in done_cells
+            if "objective" in (last := last_of(sweep, g)) and g[0].config.get("stage") != "tune"
         ]
         top = best(
             reported,
             sweep.objective.mode,
-            value=lambda t: t.last_result["objective"],
-            diverged=lambda t: bool(t.last_result.get("diverged")),
+            value=lambda item: item[1]["objective"],
+            diverged=lambda item: bool(item[1].get("diverged")),
         )
         best_text = (
-            f"best {trial_from_params(sweep, top.config).name} {top.last_result['objective']:.4g}" if top else "best -"
+            f"best {trial_from_params(sweep, cell_params(top[0][0].config)).name} {top[1]['objective']:.4g}"
+            if top
+            else "best -"
         )
         if self.bar is not None:
             self.bar.update(done, best_text)
@@ -209,9 +286,9 @@ class Progress(_KeyedCallback):
         line = progress_line(
             sweep,
             done,
-            trial_from_params(sweep, tune_trial.config).name,
-            tune_trial.trial_id,
-            tune_trial.last_result,
+            trial_from_params(sweep, cell_params(tune_trial.config)).name,
+            group[0].trial_id,
+            last_of(sweep, group),
             failed=failed,
             best_text=best_text,
             elapsed=elapsed,
@@ -242,19 +319,30 @@ class RecordTrials(_KeyedCallback):
     """
 
     def setup(self, **info) -> None:
-        self.queue: list[tuple[Trial, str | None]] = []
+        self.queue: list[tuple[list[Trial], str | None]] = []
 
     def _flush(self) -> None:
         while self.queue:
-            tune_trial, error = self.queue[0]
-            self.live.tracker.record_trial(result_of(self.live.sweep, tune_trial, error))
+            group, error = self.queue[0]
+            self.live.tracker.record_trial(result_of(self.live.sweep, group, error))
             self.queue.pop(0)
 
+    def _finished(self, trials: list[Trial], tune_trial: Trial, error: str | None) -> None:
+        """Queue the trial's cell once all its shards are done; the first error among them is the cell's."""
+        group = cell_of(trials, tune_trial)
+        if finished(group, tune_trial):
+            errors = [
+                error if t is tune_trial else _error_text(t)
+                for t in group
+                if (error if t is tune_trial else t.status == Trial.ERROR)
+            ]
+            self.queue.append((group, errors[0] if errors else None))
+
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.queue.append((trial, None))
+        self._finished(trials, trial, None)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self.queue.append((trial, _error_text(trial)))
+        self._finished(trials, trial, _error_text(trial))
 
     def on_step_end(self, iteration, trials, **info) -> None:
         self._flush()
@@ -262,13 +350,15 @@ class RecordTrials(_KeyedCallback):
     def on_experiment_end(self, trials, **info) -> None:
         self._flush()
         epochs = self.live.sweep.train.epochs
-        for tune_trial in trials:
+        for group in cells(trials):
+            if not finished(group):
+                continue
             # An interrupted sweep ends its running trials TERMINATED too, but without a `done` result.
-            last = tune_trial.last_result or {}
-            if tune_trial.status == Trial.TERMINATED and (last.get("done") or last.get("epoch") == epochs):
-                self.queue.append((tune_trial, None))
-            elif tune_trial.status == Trial.ERROR:
-                self.queue.append((tune_trial, _error_text(tune_trial)))
+            failed = [t for t in group if t.status == Trial.ERROR]
+            if failed:
+                self.queue.append((group, _error_text(failed[0])))
+            elif all((t.last_result or {}).get("done") or (t.last_result or {}).get("epoch") == epochs for t in group):
+                self.queue.append((group, None))
         self._flush()
 
 

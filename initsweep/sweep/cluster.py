@@ -17,7 +17,14 @@ from typing import Any
 from initsweep.config import ConfigError, ResourcesConfig
 from initsweep.sweep.resources import describe, trial_request
 
-__all__ = ["autoscaler_node_types", "check_cluster", "check_resources", "connect", "working_folder_modules"]
+__all__ = [
+    "autoscaler_node_types",
+    "check_cluster",
+    "check_resources",
+    "connect",
+    "ray_environment",
+    "working_folder_modules",
+]
 
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
 """Where `ray up` leaves the cluster config on the head, and what cluster.yaml's head passes to
@@ -28,6 +35,15 @@ LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 to 127.0.0.1: Ray uses the machine's outward address as the node IP unless it believes it runs alone."""
 
 
+def ray_environment(address: str | None, listen: str | None = None) -> None:
+    """Set what Ray reads from the environment when it is imported (an embedded Ray binds loopback only);
+    before anything imports Ray. `connect` calls it; call it sooner where other threads may import Ray."""
+    if not address and not listen:
+        if "ray" in sys.modules and os.environ.get(LOOPBACK_ONLY_ENV) != "0":
+            raise RuntimeError("connect() must run before Ray is imported, or the embedded Ray is not loopback-only")
+        os.environ[LOOPBACK_ONLY_ENV] = "0"
+
+
 def connect(address: str | None, verbose: bool = False, listen: str | None = None) -> str | None:
     """Start an embedded Ray or join a cluster; returns the dashboard URL.
 
@@ -35,10 +51,7 @@ def connect(address: str | None, verbose: bool = False, listen: str | None = Non
     listen on 127.0.0.1 unless `listen` names another address of this machine, or 0.0.0.0 for all of
     them. Ray's token authentication stays on either way. `ConfigError` when the cluster cannot be reached.
     """
-    if not address and not listen:
-        if "ray" in sys.modules and os.environ.get(LOOPBACK_ONLY_ENV) != "0":
-            raise RuntimeError("connect() must run before Ray is imported, or the embedded Ray is not loopback-only")
-        os.environ[LOOPBACK_ONLY_ENV] = "0"
+    ray_environment(address, listen)
     import ray  # after the environment above
 
     if ray.is_initialized():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +111,7 @@ def train_trial(config: dict[str, Any], *, sweep: SweepConfig, data: StoredData,
     Every report carries a checkpoint of the whole training state, so a retried trial (a lost node, an
     error) or a resumed sweep goes on after the last epoch it reported instead of starting over.
     """
+    started = time.perf_counter()
     torch.set_num_threads(max(1, int(sweep.resources.cpus_per_trial)))
     trial = trial_from_params(sweep, config)
     device = "cuda" if sweep.resources.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
@@ -128,6 +130,7 @@ def train_trial(config: dict[str, Any], *, sweep: SweepConfig, data: StoredData,
             "device": device,
             "restored_epoch": restored_epoch,  # epochs this attempt did not train (from a checkpoint)
             "note": "; ".join(notes),  # the driver prints it on the trial's progress line
+            "busy_s": time.perf_counter() - started,  # this attempt's time in its slot, for `SlotUse`
         }
         with tempfile.TemporaryDirectory() as folder:
             torch.save(snapshot(), Path(folder) / CHECKPOINT_FILE)

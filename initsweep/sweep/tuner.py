@@ -12,6 +12,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +29,12 @@ from initsweep.sweep.callbacks import Live, Progress, RecordTrials, attach
 from initsweep.sweep.cluster import check_cluster, check_resources
 from initsweep.sweep.resources import GIB
 from initsweep.sweep.search import BatchedOptunaSearch, study_name
-from initsweep.sweep.space import grid_cells
+from initsweep.sweep.space import grid_cells, shard_tail
 from initsweep.sweep.staged import StagedSearch
 from initsweep.sweep.trainable import StoredData, train_trial
-from initsweep.tracking import Tracker, TrackingUnavailable, is_local_uri, masked, read_failures, read_sweep
+from initsweep.tracking import Tracker, TrackingUnavailable, is_local_uri, mark, masked, read_failures, read_sweep
 
-__all__ = ["SweepOutcome", "experiment_dir", "optuna_location", "run_sweep", "sweep_hash"]
+__all__ = ["SlotUse", "SweepOutcome", "experiment_dir", "optuna_location", "run_sweep", "slot_count", "sweep_hash"]
 
 SWEEP_FILE = "initsweep-sweep.json"
 
@@ -46,6 +47,24 @@ def sweep_hash(sweep: SweepConfig) -> str:
 
 def experiment_dir(sweep: SweepConfig, storage_path: str) -> Path:
     return Path(storage_path).expanduser().resolve() / f"{sweep.name}-{sweep_hash(sweep)}"
+
+
+@dataclass(frozen=True)
+class SlotUse:
+    """How busy the sweep kept its trial slots while Tune ran (`tuner.fit`): busy slot-seconds (each
+    trial attempt's time in its trainable, this run's attempts only) over slots x that wall time. The
+    sweep's own start and end (imports, Ray's start, the report) lie outside it."""
+
+    slots: int
+    fit_s: float
+    busy_s: float
+
+    @property
+    def share(self) -> float:
+        return self.busy_s / (self.slots * self.fit_s) if self.fit_s > 0 else 0.0
+
+    def line(self) -> str:
+        return f"slots busy {self.share:.0%} of the {self.fit_s:.1f} s the trials ran ({self.slots} slots)"
 
 
 @dataclass
@@ -61,6 +80,8 @@ class SweepOutcome:
     """Every trial recorded with a result (a tuned sweep's candidates included), as MLflow holds it."""
     failed: list[tuple[str, str]]
     """(name, the error's last line) of each trial that failed after its retries."""
+    slot_use: SlotUse | None = None
+    """How busy the trial slots were while Tune ran (None when no trial ran in this run)."""
 
 
 def _sweep_id(exp_dir: Path, fresh: bool) -> str:
@@ -88,12 +109,14 @@ def run_sweep(
     printer=print,
     progress_bar: bool = False,
     data_lineage: DataLineage | None = None,
+    trials_done: Callable[[], None] | None = None,
 ) -> SweepOutcome:
     """Run (or resume) a sweep on the connected Ray cluster and record it through `tracker`. `data` goes
             to the object store once, unless it is there already (`StoredData.put`: then a caller that drops its
             own `Data` keeps no private copy during the sweep, as `initsweep.api.run_sweep` does). `progress_bar`: one
         live bar (done/total, best so far, ETA) instead of a line per finished trial. `data_lineage`: what MLflow
-    records of the data (computed from `data` when it is a `Data`)."""
+    records of the data (computed from `data` when it is a `Data`). `trials_done`: called once Tune has
+    finished, before the report (the API shuts its embedded Ray down meanwhile)."""
     exp_dir = experiment_dir(sweep, storage_path)
     check_resources(sweep.resources, printer)  # before anything is written: a trial no node can hold
     check_cluster(is_local_uri(tracker.tracking_uri), masked(tracker.tracking_uri), exp_dir.parent)
@@ -121,7 +144,7 @@ def run_sweep(
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space={"cell": tune.grid_search(grid_cells(sweep))} if _plain_grid(sweep) else {},
+            param_space={"cell": tune.grid_search(_cells(sweep))} if _plain_grid(sweep) else {},
             tune_config=_tune_config(sweep, exp_dir, sweep_id),
             run_config=tune.RunConfig(
                 name=exp_dir.name,
@@ -132,8 +155,10 @@ def run_sweep(
                 failure_config=tune.FailureConfig(max_failures=sweep.resources.max_failures),
             ),
         )
+    fit_start, fit_clock = time.time(), time.perf_counter()
+    mark("fit_started")
     try:
-        tuner.fit()
+        grid = tuner.fit()
     except BaseException as err:
         outage = _outage_in(err)
         if outage is None:
@@ -141,6 +166,10 @@ def run_sweep(
             raise
         raise outage from None  # Tune's state and checkpoints are saved: the same command resumes
 
+    slot_use = _slot_use(sweep, grid, fit_start, time.perf_counter() - fit_clock)
+    mark("fit_returned")
+    if trials_done is not None:
+        trials_done()
     # What MLflow holds is the sweep's record, whichever run of the command wrote each trial.
     _, results = read_sweep(tracker.client, tracker.client.get_run(parent))
     failed = read_failures(tracker.client, tracker.client.get_run(parent))
@@ -156,6 +185,7 @@ def run_sweep(
     report = None
     if results:  # drawn from MLflow, exactly as `sweeps/report.py` rebuilds it later
         report = build_report(results, sweep, Path(report_dir) / f"{sweep.name}-{sweep_id}", failed=failed)
+        mark("report_built")
         tracker.log_report(report.folder)
         if report.chosen:
             tracker.log_chosen(report.chosen)
@@ -169,7 +199,37 @@ def run_sweep(
         resumed=can_restore,
         results=results,
         failed=failed,
+        slot_use=slot_use,
     )
+
+
+def slot_count(sweep: SweepConfig) -> int:
+    """Trials the connected cluster runs at once: its CPUs (and GPUs, where trials ask for them) over what a
+    trial asks, at most `resources.max_concurrent`."""
+    r, total = sweep.resources, ray.cluster_resources()
+    slots = int(total.get("CPU", 1) // r.cpus_per_trial)
+    if r.gpus_per_trial > 0:
+        slots = min(slots, int(total.get("GPU", 0) // r.gpus_per_trial))
+    return max(1, min(slots, r.max_concurrent or slots))
+
+
+def _cells(sweep: SweepConfig) -> list[dict]:
+    """A plain grid's Tune trials: its cells, the last round's split into seed shards where slots would
+    idle (fifo only: ASHA judges each trial on its own seeds)."""
+    cells = grid_cells(sweep)
+    if not sweep.resources.split_tail or sweep.scheduler.kind != "fifo":
+        return cells
+    return shard_tail(cells, sweep.seeds, slot_count(sweep))
+
+
+def _slot_use(sweep: SweepConfig, grid, fit_start: float, fit_s: float) -> SlotUse | None:
+    """Busy slot-seconds of the trials that reported in this run, against the slots x `fit_s`."""
+    busy = [
+        r.metrics["busy_s"]
+        for r in grid
+        if r.metrics and "busy_s" in r.metrics and r.metrics.get("timestamp", 0) >= fit_start
+    ]
+    return SlotUse(slot_count(sweep), fit_s, sum(busy)) if busy else None
 
 
 def _outage_in(err: BaseException | None) -> TrackingUnavailable | None:
@@ -204,8 +264,7 @@ def _tune_config(sweep: SweepConfig, exp_dir: Path, sweep_id: str) -> tune.TuneC
     search_alg, num_samples, max_concurrent = None, 1, sweep.resources.max_concurrent
     if sweep.search is not None:
         if max_concurrent is None:  # a search needs a bound, or it asks for every trial at once
-            cpus = ray.cluster_resources().get("CPU", 1)
-            max_concurrent = max(1, int(cpus // sweep.resources.cpus_per_trial))
+            max_concurrent = slot_count(sweep)
         search_alg = BatchedOptunaSearch(
             sweep.search,
             study=study_name(sweep.name, sweep_id),

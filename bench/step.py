@@ -1,0 +1,270 @@
+"""(K) The packed train step's levers, each measured against the engine's own step in one run:
+`python bench/step.py [--seeds 8] [--steps 120] [--json PATH]`, or as part of `bench/bench.py`.
+
+Every variant trains the seed MLP (784-256-128-10, ReLU, dropout 0.2, Adam lr 1e-3) packed 8 seeds x 100
+images per step on FashionMNIST's training images, from the same weights and batches, with the engine's
+`PackedMLP`; only the lever named changes:
+
+- `engine`: the engine's step as `initsweep.engine.train` runs it (each seed's batch gathered, `baddbmm`
+  forward, dropout from int bits, per-seed loss, `tolist`, a masked sum, fused Adam, the lr schedule);
+- `foreach Adam`: `torch.optim.Adam(foreach=True)` instead of `fused=True`;
+- `Adam (for loop)`: neither: the reference per-tensor loop;
+- `bernoulli dropout`: masks from `bernoulli_` per seed instead of the int-bit draws;
+- `shared batch`: one batch for all seeds (an expanded view, no copy) instead of each seed its own: a
+  different experiment (seeds would share their data order), measured to show what the copy costs;
+- `no mask, no schedule`: the loss summed without the alive-mask index and no `LambdaLR` step (the Python
+  and small-kernel work around the step);
+- `compiled`: `torch.compile` (inductor) of the forward and loss, the dropout bits drawn outside it (so
+  each seed keeps its own stream); its compile time is counted apart, and a failure to compile is a row
+  saying so, not a crash;
+- `matmuls alone`: the step's matrix products at its shapes and nothing else, the floor of any packed step
+  here (`matmul_floor`).
+
+Each row: milliseconds per step, the best of `--repeats` rounds (each round times every variant once, in
+turn, `--steps` steps after a warm-up), and the share of the step's FLOP bound at the measured matmul rate.
+
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
+
+import torch  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+from initsweep.engine.packed import PackedMLP, apply_dropout, dropout_bits  # noqa: E402
+
+LAYERS = (784, 256, 128, 10)
+BATCH = 100
+
+
+def step_flops(seeds: int, batch: int = BATCH) -> float:
+    """FLOPs of one packed train step: forward 2 x weights per image; backward twice that, less the first
+    layer's input gradient (the images need none)."""
+    pairs = list(itertools.pairwise(LAYERS))
+    forward = sum(2 * i * o for i, o in pairs)
+    backward = 2 * forward - 2 * pairs[0][0] * pairs[0][1]
+    return seeds * batch * (forward + backward)
+
+
+def _models(seeds: int) -> list[torch.nn.Sequential]:
+    from peers import seed_table_mlp
+
+    return [seed_table_mlp("PyTorch default", s) for s in range(seeds)]
+
+
+class Setup:
+    """A packed model, its optimizer and schedule, per-seed batch orders and dropout streams: one variant."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, seeds: int, adam: dict, schedule: bool = True):
+        self.x, self.y, self.seeds = x, y, seeds
+        self.model = PackedMLP(_models(seeds))
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, **adam)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: 1.0) if schedule else None
+        self.generators = [torch.Generator().manual_seed(1000 + s) for s in range(seeds)]
+        orders = [torch.Generator().manual_seed(s) for s in range(seeds)]
+        self.perms = torch.stack([torch.randperm(len(y), generator=g) for g in orders])
+        self.cursor = 0
+
+    def batch(self) -> torch.Tensor:
+        if self.cursor + BATCH > self.perms.shape[1]:
+            self.cursor = 0
+        idx = self.perms[:, self.cursor : self.cursor + BATCH]
+        self.cursor += BATCH
+        return idx
+
+    def update(self, losses: torch.Tensor, mask: bool = True) -> None:
+        losses.tolist()  # the engine reads every seed's loss each step (divergence, logging)
+        self.optimizer.zero_grad(set_to_none=True)
+        (losses[torch.tensor([True] * self.seeds)] if mask else losses).sum().backward()
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    s, b, c = logits.shape
+    return F.cross_entropy(logits.reshape(s * b, c), y.reshape(s * b), reduction="none").view(s, b).mean(1)
+
+
+def engine_step(setup: Setup) -> None:
+    idx = setup.batch()
+    setup.update(_loss(setup.model(setup.x[idx], setup.generators), setup.y[idx]))
+
+
+def bernoulli_step(setup: Setup) -> None:
+    idx = setup.batch()
+    x, m = setup.x[idx].flatten(2), setup.model
+    for i, (w, b) in enumerate(zip(m.weights, m.biases, strict=True)):
+        x = torch.baddbmm(b, x, w)
+        if i < len(m.weights) - 1:
+            x = torch.relu(x)
+            mask = torch.empty_like(x)
+            for s, g in enumerate(setup.generators):
+                mask[s].bernoulli_(0.8, generator=g)
+            x = x * mask / 0.8
+    setup.update(_loss(x, setup.y[idx]))
+
+
+def shared_step(setup: Setup) -> None:
+    idx = setup.batch()[0]
+    x = setup.x[idx].unsqueeze(0).expand(setup.seeds, *setup.x[idx].shape)
+    setup.update(_loss(setup.model(x, setup.generators), setup.y[idx].unsqueeze(0).expand(setup.seeds, BATCH)))
+
+
+def trimmed_step(setup: Setup) -> None:
+    idx = setup.batch()
+    setup.update(_loss(setup.model(setup.x[idx], setup.generators), setup.y[idx]), mask=False)
+
+
+def compiled_loss() -> Callable:
+    """The forward and loss as one function of the weights, the batch and the dropout draws, for
+    `torch.compile`: the draws come from each seed's generator outside the compiled graph."""
+
+    def loss(weights, biases, x, y, draws):
+        h = x.flatten(2)
+        for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+            h = torch.baddbmm(b, h, w)
+            if i < len(weights) - 1:
+                h = apply_dropout(torch.relu(h), 0.2, draws[i])
+        return _loss(h, y)
+
+    return torch.compile(loss, dynamic=False)
+
+
+def make_compiled_step(fn: Callable) -> Callable[[Setup], None]:
+    def step(setup: Setup) -> None:
+        idx = setup.batch()
+        m = setup.model
+        draws = [dropout_bits(BATCH * w.shape[-1], setup.generators, "cpu") for w in list(m.weights)[:-1]]
+        setup.update(fn(list(m.weights), list(m.biases), setup.x[idx], setup.y[idx], draws))
+
+    return step
+
+
+def matmul_floor(seeds: int) -> Callable[[Setup | None], None]:
+    """A step of the step's matrix products alone, at its shapes, nothing else: 3 forward `bmm`s,
+    3 weight gradients and 2 input gradients (the images need none). What any packed step costs at least
+    on this machine: these shapes (100-row products, 8 of them batched) run below the 2048x2048 rate."""
+    sizes = list(itertools.pairwise(LAYERS))
+    ws = [torch.randn(seeds, i, o) for i, o in sizes]
+    x = torch.randn(seeds, BATCH, LAYERS[0])
+
+    def products() -> None:
+        hs = [x]
+        for w in ws:
+            hs.append(torch.bmm(hs[-1], w))
+        grad = torch.randn_like(hs[-1])
+        for layer in reversed(range(len(ws))):
+            torch.bmm(hs[layer].transpose(1, 2), grad)
+            if layer:
+                grad = torch.bmm(grad, ws[layer].transpose(1, 2))
+
+    return lambda _: products()
+
+
+def time_steps(step: Callable[[Setup | None], None], setup: Setup | None, steps: int, repeats: int) -> float:
+    """Seconds per step: the best of `repeats` runs of `steps` steps, after 10 warm-up steps (`setup`: the
+    variant's state, None for `matmul_floor`)."""
+    for _ in range(10):
+        step(setup)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step(setup)
+        best = min(best, (time.perf_counter() - start) / steps)
+    return best
+
+
+def step_rows(seeds: int = 8, steps: int = 120, repeats: int = 5, gflops: float | None = None) -> dict:
+    """(K) every lever's ms/step against the engine's, and the step's FLOP bound."""
+    from bench import matmul_gflops
+    from initsweep.config import DataConfig
+    from initsweep.engine.data import load_configured
+
+    torch.manual_seed(0)
+    data = load_configured(DataConfig())
+    x, y = data.train.x, data.train.y
+    gflops = gflops or matmul_gflops()
+    bound_ms = step_flops(seeds) / (gflops * 1e9) * 1e3
+    variants: list[tuple[str, Callable[[Setup], None], dict, bool]] = [
+        ("engine (fused Adam)", engine_step, {"fused": True}, True),
+        ("foreach Adam", engine_step, {"foreach": True}, True),
+        ("Adam (for loop)", engine_step, {"foreach": False}, True),
+        ("bernoulli dropout", bernoulli_step, {"fused": True}, True),
+        ("shared batch", shared_step, {"fused": True}, True),
+        ("no mask, no schedule", trimmed_step, {"fused": True}, False),
+    ]
+    timed = [(name, step, Setup(x, y, seeds, adam, schedule)) for name, step, adam, schedule in variants]
+    try:
+        start = time.perf_counter()
+        fn = compiled_loss()
+        setup = Setup(x, y, seeds, {"fused": True})
+        make_compiled_step(fn)(setup)  # the first call compiles
+        compile_s = time.perf_counter() - start
+        timed.append(("compiled (inductor)", make_compiled_step(fn), setup))
+        failure = None
+    except Exception as err:  # a compiler failure is a result of this row
+        failure = f"{type(err).__name__}: {err}".splitlines()[0] if str(err) else type(err).__name__
+    timed.append(("matmuls alone (floor)", matmul_floor(seeds), None))
+    # Round-robin: each round times every variant once, so a slow stretch of the machine hits them alike.
+    best = dict.fromkeys((name for name, _, _ in timed), float("inf"))
+    for _ in range(repeats):
+        for name, step, setup in timed:
+            best[name] = min(best[name], time_steps(step, setup, steps, 1))
+    rows = [{"variant": name, "ms_per_step": seconds * 1e3} for name, seconds in best.items()]
+    for r in rows:
+        if r["variant"] == "compiled (inductor)":
+            r["compile_s"] = compile_s
+    if failure:
+        rows.insert(-1, {"variant": "compiled (inductor)", "error": failure})
+    base = rows[0]["ms_per_step"]
+    for r in rows:
+        if "ms_per_step" in r:
+            r["x_engine"] = base / r["ms_per_step"]
+            r["of_bound"] = bound_ms / r["ms_per_step"]
+    return {"seeds": seeds, "batch": BATCH, "gflops": gflops, "bound_ms": bound_ms, "rows": rows}
+
+
+def print_steps(k: dict) -> None:
+    print(
+        f"\n(K) the packed step, {k['seeds']} seeds x {k['batch']} images; its FLOP bound "
+        f"{step_flops(k['seeds']) / 1e6:.0f} MFLOP at {k['gflops']:.0f} GFLOP/s = {k['bound_ms']:.2f} ms"
+    )
+    print(f"{'variant':<24} {'ms/step':>8} {'x engine':>9} {'of bound':>9}")
+    for r in k["rows"]:
+        if "error" in r:
+            print(f"{r['variant']:<24} failed, the engine keeps its eager step: {r['error']}")
+            continue
+        extra = f"  (compile {r['compile_s']:.1f} s)" if "compile_s" in r else ""
+        print(f"{r['variant']:<24} {r['ms_per_step']:>8.2f} {r['x_engine']:>9.2f} {r['of_bound']:>9.0%}{extra}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=8)
+    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2, help="torch threads (bench.py's (C) uses 2; a trial 1)")
+    p.add_argument("--json", default=None, help="also write the rows here")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    k = step_rows(args.seeds, args.steps, args.repeats)
+    print_steps(k)
+    if args.json:
+        Path(args.json).write_text(json.dumps(k, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
