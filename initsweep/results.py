@@ -28,6 +28,7 @@ __all__ = [
     "TrialResult",
     "aggregate",
     "best",
+    "epoch_report",
     "rank_key",
     "seeds_from_json",
     "seeds_to_json",
@@ -175,3 +176,15 @@ def best(items: Iterable[T], mode: str, value: Callable[[T], float], diverged: C
     """The best item by `value`; an item with a diverged seed never counts as best."""
     eligible = [i for i in items if not diverged(i)]
     return min(eligible, key=lambda i: rank_key(mode, value(i), False), default=None)
+
+
+def epoch_report(metric: str, epoch: int, seeds: list[SeedResult]) -> dict[str, Any]:
+    """What a trial reports after `epoch`: means and stds over its seeds, the test metrics after the last
+    epoch, `metric` as the objective, and every seed's history so far."""
+    metrics = aggregate(seeds, epoch)
+    if seeds[0].test:  # the last epoch
+        metrics |= {k: v for k, v in aggregate(seeds).items() if k.removesuffix("_std") in TEST_METRICS}
+    metrics["objective"] = metrics[metric]
+    metrics["epoch"] = epoch
+    metrics["seed_results"] = seeds_to_json(seeds)
+    return metrics

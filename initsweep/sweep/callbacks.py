@@ -20,7 +20,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from initsweep.config import SweepConfig
-from initsweep.results import TrialResult, aggregate, best, seeds_from_json
+from initsweep.results import TrialResult, best, epoch_report, seeds_from_json
 from initsweep.sweep.resources import describe, trial_request
 from initsweep.sweep.space import cell_params, trial_from_params
 from initsweep.tracking import Tracker
@@ -110,22 +110,15 @@ def finished(group: list[Trial], current: Trial | None = None) -> bool:
 
 def last_of(sweep: SweepConfig, group: list[Trial]) -> dict:
     """The cell's last result as one trial's: a single trial's own; a split cell's fields of the progress
-    line (objective, its std, diverged, epoch, restore, notes) over all its shards' seeds."""
+    report over all its shards' seeds (as the trainable reports one), with their restores and notes."""
     if len(group) == 1:
         return group[0].last_result or {}
     lasts = [t.last_result or {} for t in group]
     if any("objective" not in r for r in lasts):
         return {}
     seeds = [s for r in lasts for s in seeds_from_json(r.get("seed_results"))]
-    epoch = min(r["epoch"] for r in lasts)
-    metric = sweep.objective.metric
-    values = aggregate(seeds, epoch) if epoch < sweep.train.epochs else aggregate(seeds)
     notes = dict.fromkeys(r["note"] for r in lasts if r.get("note"))
-    return {
-        "objective": values[metric],
-        f"{metric}_std": values[f"{metric}_std"],
-        "diverged": values["diverged"],
-        "epoch": epoch,
+    return epoch_report(sweep.objective.metric, min(r["epoch"] for r in lasts), seeds) | {
         "restored_epoch": min(r.get("restored_epoch", 0) for r in lasts),
         "note": "; ".join(notes),
     }

@@ -30,7 +30,7 @@ from ray import tune
 from initsweep.config import SweepConfig, TrialConfig
 from initsweep.engine.data import Data, Split
 from initsweep.engine.train import run_trial
-from initsweep.results import TEST_METRICS, SeedResult, aggregate, seeds_to_json
+from initsweep.results import SeedResult, epoch_report
 from initsweep.sweep.space import trial_from_params
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
     "SharedData",
     "StoredData",
     "TrialEvent",
-    "epoch_report",
     "latest_state",
     "train_trial",
 ]
@@ -125,7 +124,7 @@ def train_trial(config: dict[str, Any], *, sweep: SweepConfig, data: StoredData,
     notes: list[str] = []  # e.g. "this model does not vmap: its seeds train one at a time"
 
     def report(epoch: int, seeds: list[SeedResult], snapshot) -> None:
-        metrics = epoch_report(sweep, epoch, seeds) | {
+        metrics = epoch_report(sweep.objective.metric, epoch, seeds) | {
             "node_id": node_id,
             "device": device,
             "restored_epoch": restored_epoch,  # epochs this attempt did not train (from a checkpoint)
@@ -161,14 +160,3 @@ def latest_state(trial_folder: Path) -> dict | None:
         if newest is None or state["epoch"] > newest["epoch"]:
             newest = state
     return newest
-
-
-def epoch_report(sweep: SweepConfig, epoch: int, seeds: list[SeedResult]) -> dict[str, Any]:
-    """Means and stds over seeds at `epoch`, the objective, and every seed's history so far."""
-    metrics = aggregate(seeds, epoch)
-    if seeds[0].test:  # the last epoch
-        metrics |= {k: v for k, v in aggregate(seeds).items() if k.removesuffix("_std") in TEST_METRICS}
-    metrics["objective"] = metrics[sweep.objective.metric]
-    metrics["epoch"] = epoch
-    metrics["seed_results"] = seeds_to_json(seeds)
-    return metrics
