@@ -99,7 +99,8 @@ class TrackingUnavailable(RuntimeError):
 RESPONSE_CUT_RETRIES = 3
 """Calls again after a response cut off mid-way (the server went away while answering): MLflow retries
 only requests that got no answer, and every Tracker write is idempotent, so the call is simply made again
-(and MLflow's own retries then wait out the outage)."""
+(and MLflow's own retries then wait out the outage). The one write MLflow's retry is not idempotent for,
+`create_run`, is undone by `Tracker._drop_retried_creates`."""
 
 
 def _outage_is_unavailable(method):
@@ -345,6 +346,7 @@ class Tracker:
         }
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"{s.name} ({mode})")
         self.parent_run_id = run.info.run_id
+        self._drop_retried_creates(f"tags.sweep_id = '{self.sweep_id}' AND tags.run_kind = 'sweep'", {run.info.run_id})
         params = {
             "mode": mode,
             "n_trials": s.n_trials,
@@ -429,15 +431,17 @@ class Tracker:
             metrics += _metrics(prediction.metrics(), 0, ts)
         self._log_batches(trial_run, metrics, params)
         self._log_data(trial_run)
+        written = {trial_run}
         for seed in record.seeds:
-            self._record_seed(record, seed, trial_run, params, base_tags, name, ts)
+            written.add(self._record_seed(record, seed, trial_run, params, base_tags, name, ts))
+        self._drop_retried_creates(query, written)
         if record.error:
             c.set_tag(trial_run, "error", record.error.strip().splitlines()[-1][:500] if record.error.strip() else "")
             c.log_text(trial_run, record.error, "error.txt")
         c.set_terminated(trial_run, "FAILED" if record.error else "FINISHED")
         return trial_run
 
-    def _record_seed(self, record, seed: SeedResult, trial_run, params, base_tags, name, ts) -> None:
+    def _record_seed(self, record, seed: SeedResult, trial_run, params, base_tags, name, ts) -> str:
         c = self.client
         tags = base_tags | {
             "run_kind": "seed",
@@ -456,6 +460,18 @@ class Tracker:
         self._log_data(run)
         c.log_text(run, json.dumps(seed.diagnostics, indent=1), "init_diagnostics.json")
         c.set_terminated(run, RunStatus.to_string(RunStatus.FINISHED))
+        return run
+
+    def _drop_retried_creates(self, query: str, written: set[str]) -> None:
+        """Delete the runs `query` finds that this call did not write. Over HTTP, MLflow retries every
+        request, POSTs included: a `create_run` whose answer was lost when the server went away is made
+        again, and the first run, created but never answered, would stay RUNNING beside ours. Local stores
+        make no such retry, so they pay no search."""
+        if is_local_uri(self.tracking_uri):
+            return
+        for run in self.client.search_runs([self.experiment_id], query, max_results=10_000):
+            if run.info.run_id not in written:
+                self.client.delete_run(run.info.run_id)
 
     def _log_data(self, run_id: str) -> None:
         """The sweep's data as the run's dataset input: name, digest, source, and a profile with the split's

@@ -55,9 +55,10 @@ def head():
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # `ray start --block` took 33 s to stop gracefully on busy cores
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

@@ -54,7 +54,7 @@ def test_grid_sweep_records_every_trial_and_seed_and_resumes_idempotently(tmp_pa
         "ray_started",
     }
     assert order[order.index("fit_returned") :] == ["fit_returned", "report_built", "tuner_returned", "ray_shut_down"]
-    assert [m["phase"] for m in marks].count("record_trial") >= 3
+    assert [m["phase"] for m in marks].count("record_trial") == 3  # once each: the last pass skips what it wrote
     assert [line.split("]")[0] for line in out.splitlines() if line.startswith("[")] == ["[1/3", "[2/3", "[3/3"]
     assert "ETA" in out and "best " in out
     assert "val acc % (95% CI)" in out and "3/3 trials done (0 failed)" in out

@@ -7,7 +7,9 @@ after its seed runs, and that reading the store back gives the results that were
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 
 import pytest
 import requests
@@ -167,3 +169,58 @@ def test_each_run_records_its_data_once_across_rewrites_and_resumes(tmp_path):
         assert [(t.key, t.value) for t in data_input.tags] == [("mlflow.data.context", "training")]
     client = MlflowClient(uri)
     assert len(read_sweep(client, runs["sweep"][0])[1]) == 2
+
+
+class _AnswerLost(http.server.BaseHTTPRequestHandler):
+    """A proxy in front of a real `mlflow server` that forwards each write once and then drops the connection
+    instead of answering: the write is made, its answer lost, as when a server dies mid-reply. MLflow's
+    client makes the request again (the second, identical one is answered)."""
+
+    upstream, seen = "", set()
+
+    def _forward(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+        reply = requests.request(self.command, self.upstream + self.path, data=body, headers=headers, timeout=60)
+        if self.command != "GET" and (self.path, body) not in self.seen:
+            self.seen.add((self.path, body))
+            self.close_connection = True
+            return
+        self.send_response(reply.status_code)
+        for key in ("Content-Type",):
+            if key in reply.headers:
+                self.send_header(key, reply.headers[key])
+        self.send_header("Content-Length", str(len(reply.content)))
+        self.end_headers()
+        self.wfile.write(reply.content)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _forward
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_create_whose_answer_was_lost_leaves_no_orphan_run_on_a_server(mlflow_server, tmp_path):
+    """Over HTTP MLflow retries every request, `create_run` included: a run created but never answered must
+    not stay RUNNING beside the one that was (CI saw one after tests/test_faults.py's 30 s outage)."""
+    handler = type("Proxy", (_AnswerLost,), {"upstream": mlflow_server, "seen": set()})
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://127.0.0.1:{proxy.server_address[1]}"
+        tracker = Tracker(uri)
+        tracker.start_sweep(SWEEP.model_copy(update={"name": "answers-lost"}), "sweep1", str(tmp_path / "tune"))
+        tracker.record_trial(result(0, "t0"))
+        tracker.end_sweep("FINISHED")
+    finally:
+        proxy.shutdown()
+    assert sum(path.endswith("/runs/create") for path, _ in handler.seen) == 4  # sweep, trial, 2 seeds: twice
+    runs = mlflow_runs(mlflow_server, "answers-lost")
+    assert {kind: [r.info.status for r in runs[kind]] for kind in runs} == {
+        "sweep": ["FINISHED"],
+        "trial": ["FINISHED"],
+        "seed": ["FINISHED", "FINISHED"],
+    }
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs["seed"]} == {runs["trial"][0].info.run_id}
+    history = MlflowClient(mlflow_server).get_metric_history(runs["seed"][0].info.run_id, "val_accuracy")
+    assert [m.step for m in history] == [1, 2]  # a log_batch made twice logs each value once
