@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import sys
 import time
-from concurrent import futures
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -306,38 +304,24 @@ class Progress(_KeyedCallback):
 class RecordTrials(_KeyedCallback):
     """Writes each trial to MLflow from the driver as soon as it finishes or fails.
 
-    Trials are queued when Tune reports them and, at the end of the controller's step, handed to one
-    writer thread: the writes (about 0.1 s a trial on SQLite, a round trip each on a server) run while Tune
-    goes on scheduling, one at a time and in order. A write that failed is raised at the next step, on
-    Tune's thread: a tracking server that stays away past MLflow's retries then stops the sweep with
-    `TrackingUnavailable` (the trial stays finished in Tune's state) rather than failing the trial. At the
-    end it waits for the writer and goes over every trial it did not write: a resumed sweep's trials that
-    finished before an interruption are recorded if an earlier driver could not write them (writes are
-    idempotent).
+    Trials are queued when Tune reports them and written at the end of the controller's step, outside
+    Tune's handling of that trial: a tracking server that stays away past MLflow's retries then stops the
+    sweep with `TrackingUnavailable` (the trial stays finished in Tune's state) rather than failing the
+    trial. At the end it goes over every trial it did not write: a resumed sweep's trials that finished
+    before an interruption are recorded if an earlier driver could not write them (writes are idempotent).
     """
 
     def setup(self, **info) -> None:
         self.queue: list[tuple[list[Trial], str | None]] = []
-        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="initsweep-mlflow")
-        self.writing: list[tuple[str, Future]] = []
         self.recorded: set[str] = set()
         """The cells (by their first Tune trial's id) this process wrote: the last pass skips them."""
 
-    def _flush(self, wait: bool = False) -> None:
-        """Hand the queued trials to the writer; raise the first failed write (`wait`: once all are done)."""
+    def _flush(self) -> None:
         while self.queue:
-            group, error = self.queue.pop(0)
-            record = result_of(self.live.sweep, group, error)  # Tune's trials are read on Tune's thread
-            self.writing.append((record.trial_id, self.writer.submit(self.live.tracker.record_trial, record)))
-        if wait:
-            futures.wait([f for _, f in self.writing])
-        done = [(key, f) for key, f in self.writing if f.done()]
-        self.writing = [(key, f) for key, f in self.writing if not f.done()]
-        for key, f in done:
-            if f.exception() is not None:
-                self.writer.shutdown(wait=False, cancel_futures=True)  # the sweep stops: write no more
-                raise f.exception()
-            self.recorded.add(key)
+            group, error = self.queue[0]
+            self.live.tracker.record_trial(result_of(self.live.sweep, group, error))
+            self.recorded.add(group[0].trial_id)
+            self.queue.pop(0)
 
     def _finished(self, trials: list[Trial], tune_trial: Trial, error: str | None) -> None:
         """Queue the trial's cell once all its shards are done; the first error among them is the cell's."""
@@ -360,7 +344,7 @@ class RecordTrials(_KeyedCallback):
         self._flush()
 
     def on_experiment_end(self, trials, **info) -> None:
-        self._flush(wait=True)
+        self._flush()
         epochs = self.live.sweep.train.epochs
         for group in cells(trials):
             if not finished(group) or group[0].trial_id in self.recorded:
@@ -371,7 +355,7 @@ class RecordTrials(_KeyedCallback):
                 self.queue.append((group, _error_text(failed[0])))
             elif all((t.last_result or {}).get("done") or (t.last_result or {}).get("epoch") == epochs for t in group):
                 self.queue.append((group, None))
-        self._flush(wait=True)
+        self._flush()
 
 
 def _request_of(live: Live, tune_trial: Trial) -> dict[str, float]:
