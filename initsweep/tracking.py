@@ -313,9 +313,12 @@ class Tracker:
                 raise
             return self.client.get_experiment_by_name(self.sweep.name).experiment_id
 
+    def _kind_query(self, kind: str) -> str:
+        return f"tags.sweep_id = '{self.sweep_id}' AND tags.run_kind = '{kind}'"
+
     def _find(self, kind: str, extra: str = "") -> list:
         assert self.experiment_id is not None
-        query = f"tags.sweep_id = '{self.sweep_id}' AND tags.run_kind = '{kind}'{extra}"
+        query = self._kind_query(kind) + extra
         return list(self.client.search_runs([self.experiment_id], query, max_results=10_000))
 
     @_timed("start_sweep")
@@ -346,7 +349,7 @@ class Tracker:
         }
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"{s.name} ({mode})")
         self.parent_run_id = run.info.run_id
-        self._drop_retried_creates(f"tags.sweep_id = '{self.sweep_id}' AND tags.run_kind = 'sweep'", {run.info.run_id})
+        self._drop_retried_creates(self._kind_query("sweep"), {self.parent_run_id})
         params = {
             "mode": mode,
             "n_trials": s.n_trials,

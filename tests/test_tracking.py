@@ -176,7 +176,8 @@ class _AnswerLost(http.server.BaseHTTPRequestHandler):
     instead of answering: the write is made, its answer lost, as when a server dies mid-reply. MLflow's
     client makes the request again (the second, identical one is answered)."""
 
-    upstream, seen = "", set()
+    upstream: str  # the server's URI
+    seen: set  # (path, body) of the writes made so far
 
     def _forward(self):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -187,9 +188,8 @@ class _AnswerLost(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self.send_response(reply.status_code)
-        for key in ("Content-Type",):
-            if key in reply.headers:
-                self.send_header(key, reply.headers[key])
+        if "Content-Type" in reply.headers:
+            self.send_header("Content-Type", reply.headers["Content-Type"])
         self.send_header("Content-Length", str(len(reply.content)))
         self.end_headers()
         self.wfile.write(reply.content)
