@@ -5,20 +5,27 @@ Every variant trains the seed MLP (784-256-128-10, ReLU, dropout 0.2, Adam lr 1e
 images per step on FashionMNIST's training images, from the same weights and batches, with the engine's
 `PackedMLP`; only the lever named changes:
 
-- `engine`: the engine's step as `initsweep.engine.train` runs it (each seed's batch gathered, `baddbmm`
-  forward, dropout from int bits, per-seed loss, `tolist`, a masked sum, fused Adam, the lr schedule);
+- `engine`: the engine's step as `initsweep.engine.train` runs it (each seed's batch gathered with
+  `index_select`, `baddbmm` forward, dropout as a float mask from int bits, per-seed loss, `tolist`, the
+  sum, fused Adam, the lr schedule);
 - `foreach Adam`: `torch.optim.Adam(foreach=True)` instead of `fused=True`;
 - `Adam (for loop)`: neither: the reference per-tensor loop;
 - `bernoulli dropout`: masks from `bernoulli_` per seed instead of the int-bit draws;
+- `where dropout`: the int-bit draws compared (`>=`, a bool mask) and applied with `torch.where`, as the
+  engine did before: bool tensors run several times slower than int16 and float arithmetic here;
+- `x[idx] gather`: each seed's batch gathered by advanced indexing instead of `index_select`;
 - `shared batch`: one batch for all seeds (an expanded view, no copy) instead of each seed its own: a
   different experiment (seeds would share their data order), measured to show what the copy costs;
-- `no mask, no schedule`: the loss summed without the alive-mask index and no `LambdaLR` step (the Python
-  and small-kernel work around the step);
+- `no schedule`: no `LambdaLR` step (the Python work around the step);
 - `compiled`: `torch.compile` (inductor) of the forward and loss, the dropout bits drawn outside it (so
   each seed keeps its own stream); its compile time is counted apart, and a failure to compile is a row
   saying so, not a crash;
-- `matmuls alone`: the step's matrix products at its shapes and nothing else, the floor of any packed step
-  here (`matmul_floor`).
+- `matmuls alone`: the step's matrix products at its shapes and nothing else (`matmul_floor`);
+- `Adam alone`: the fused Adam step over the packed weights and given gradients, nothing else;
+- `gather alone`: each seed's batch of images and labels gathered from the training set (`Split.rows`);
+- `draws alone`: each seed's dropout bits drawn from its own generator, both hidden layers;
+- `floor`: the four added: the work any packed step of this experiment does (its products, its optimizer,
+  each seed its own batch and its own dropout stream), however little its activations, masks and loss cost.
 
 Each row: milliseconds per step, the best of `--repeats` rounds (each round times every variant once, in
 turn, `--steps` steps after a warm-up), and the share of the step's FLOP bound at the measured matmul rate.
@@ -41,7 +48,8 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT)]
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from initsweep.engine.packed import PackedMLP, apply_dropout, dropout_bits  # noqa: E402
+from initsweep.engine.data import Split  # noqa: E402
+from initsweep.engine.packed import DROPOUT_BITS, PackedMLP, apply_dropout, dropout_bits  # noqa: E402
 
 LAYERS = (784, 256, 128, 10)
 BATCH = 100
@@ -65,14 +73,14 @@ def _models(seeds: int) -> list[torch.nn.Sequential]:
 class Setup:
     """A packed model, its optimizer and schedule, per-seed batch orders and dropout streams: one variant."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, seeds: int, adam: dict, schedule: bool = True):
-        self.x, self.y, self.seeds = x, y, seeds
+    def __init__(self, train: Split, seeds: int, adam: dict, schedule: bool = True):
+        self.train, self.seeds = train, seeds
         self.model = PackedMLP(_models(seeds))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, **adam)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: 1.0) if schedule else None
         self.generators = [torch.Generator().manual_seed(1000 + s) for s in range(seeds)]
         orders = [torch.Generator().manual_seed(s) for s in range(seeds)]
-        self.perms = torch.stack([torch.randperm(len(y), generator=g) for g in orders])
+        self.perms = torch.stack([torch.randperm(len(train), generator=g) for g in orders])
         self.cursor = 0
 
     def batch(self) -> torch.Tensor:
@@ -82,10 +90,10 @@ class Setup:
         self.cursor += BATCH
         return idx
 
-    def update(self, losses: torch.Tensor, mask: bool = True) -> None:
+    def update(self, losses: torch.Tensor) -> None:
         losses.tolist()  # the engine reads every seed's loss each step (divergence, logging)
         self.optimizer.zero_grad(set_to_none=True)
-        (losses[torch.tensor([True] * self.seeds)] if mask else losses).sum().backward()
+        losses.sum().backward()
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
@@ -97,33 +105,51 @@ def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def engine_step(setup: Setup) -> None:
-    idx = setup.batch()
-    setup.update(_loss(setup.model(setup.x[idx], setup.generators), setup.y[idx]))
+    x, y = setup.train.rows(setup.batch())
+    setup.update(_loss(setup.model(x, setup.generators), y))
 
 
-def bernoulli_step(setup: Setup) -> None:
+def indexed_step(setup: Setup) -> None:
     idx = setup.batch()
-    x, m = setup.x[idx].flatten(2), setup.model
+    setup.update(_loss(setup.model(setup.train.x[idx], setup.generators), setup.train.y[idx]))
+
+
+def _masked_forward(setup: Setup, x: torch.Tensor, drop: Callable) -> torch.Tensor:
+    x, m = x.flatten(2), setup.model
     for i, (w, b) in enumerate(zip(m.weights, m.biases, strict=True)):
         x = torch.baddbmm(b, x, w)
         if i < len(m.weights) - 1:
-            x = torch.relu(x)
-            mask = torch.empty_like(x)
-            for s, g in enumerate(setup.generators):
-                mask[s].bernoulli_(0.8, generator=g)
-            x = x * mask / 0.8
-    setup.update(_loss(x, setup.y[idx]))
+            x = drop(torch.relu(x))
+    return x
+
+
+def bernoulli_step(setup: Setup) -> None:
+    def drop(x: torch.Tensor) -> torch.Tensor:
+        mask = torch.empty_like(x)
+        for s, g in enumerate(setup.generators):
+            mask[s].bernoulli_(0.8, generator=g)
+        return x * mask / 0.8
+
+    x, y = setup.train.rows(setup.batch())
+    setup.update(_loss(_masked_forward(setup, x, drop), y))
+
+
+def where_step(setup: Setup) -> None:
+    levels = 1 << DROPOUT_BITS
+    dropped = round(0.2 * levels)
+
+    def drop(x: torch.Tensor) -> torch.Tensor:
+        draws = dropout_bits(x[0].numel(), setup.generators, x.device)
+        return torch.where((draws & (levels - 1)).view_as(x) >= dropped, x * (levels / (levels - dropped)), 0.0)
+
+    x, y = setup.train.rows(setup.batch())
+    setup.update(_loss(_masked_forward(setup, x, drop), y))
 
 
 def shared_step(setup: Setup) -> None:
-    idx = setup.batch()[0]
-    x = setup.x[idx].unsqueeze(0).expand(setup.seeds, *setup.x[idx].shape)
-    setup.update(_loss(setup.model(x, setup.generators), setup.y[idx].unsqueeze(0).expand(setup.seeds, BATCH)))
-
-
-def trimmed_step(setup: Setup) -> None:
-    idx = setup.batch()
-    setup.update(_loss(setup.model(setup.x[idx], setup.generators), setup.y[idx]), mask=False)
+    x, y = setup.train.rows(setup.batch()[0])
+    x, y = x.unsqueeze(0).expand(setup.seeds, *x.shape), y.unsqueeze(0).expand(setup.seeds, BATCH)
+    setup.update(_loss(setup.model(x, setup.generators), y))
 
 
 def compiled_loss() -> Callable:
@@ -143,10 +169,10 @@ def compiled_loss() -> Callable:
 
 def make_compiled_step(fn: Callable) -> Callable[[Setup], None]:
     def step(setup: Setup) -> None:
-        idx = setup.batch()
+        x, y = setup.train.rows(setup.batch())
         m = setup.model
         draws = [dropout_bits(BATCH * w.shape[-1], setup.generators, "cpu") for w in list(m.weights)[:-1]]
-        setup.update(fn(list(m.weights), list(m.biases), setup.x[idx], setup.y[idx], draws))
+        setup.update(fn(list(m.weights), list(m.biases), x, y, draws))
 
     return step
 
@@ -172,6 +198,33 @@ def matmul_floor(seeds: int) -> Callable[[Setup | None], None]:
     return lambda _: products()
 
 
+def adam_alone(seeds: int) -> Callable[[Setup | None], None]:
+    """A step of fused Adam alone over the packed seed MLP's weights, their gradients already there: one
+    read of weights, gradients and both moments and one write of three, the rest of any step's floor."""
+    params = [torch.nn.Parameter(torch.randn(seeds, *shape)) for shape in _packed_shapes()]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    optimizer = torch.optim.Adam(params, lr=1e-3, fused=True)
+    return lambda _: optimizer.step()
+
+
+def gather_alone(train: Split, seeds: int) -> Callable[[Setup | None], None]:
+    """A step's gather alone: each seed's batch of images and labels, as the engine takes it."""
+    setup = Setup(train, seeds, {"fused": True})
+    return lambda _: train.rows(setup.batch())
+
+
+def draws_alone(seeds: int) -> Callable[[Setup | None], None]:
+    """A step's dropout draws alone: each hidden layer's bits, each seed from its own generator."""
+    generators = [torch.Generator().manual_seed(1000 + s) for s in range(seeds)]
+    return lambda _: [dropout_bits(BATCH * width, generators, "cpu") for width in LAYERS[1:-1]]
+
+
+def _packed_shapes() -> list[tuple[int, ...]]:
+    pairs = list(itertools.pairwise(LAYERS))
+    return [(i, o) for i, o in pairs] + [(1, o) for _, o in pairs]
+
+
 def time_steps(step: Callable[[Setup | None], None], setup: Setup | None, steps: int, repeats: int) -> float:
     """Seconds per step: the best of `repeats` runs of `steps` steps, after 10 warm-up steps (`setup`: the
     variant's state, None for `matmul_floor`)."""
@@ -193,8 +246,7 @@ def step_rows(seeds: int = 8, steps: int = 120, repeats: int = 5, gflops: float 
     from initsweep.engine.data import load_configured
 
     torch.manual_seed(0)
-    data = load_configured(DataConfig())
-    x, y = data.train.x, data.train.y
+    train = load_configured(DataConfig()).train
     gflops = gflops or matmul_gflops()
     bound_ms = step_flops(seeds) / (gflops * 1e9) * 1e3
     variants: list[tuple[str, Callable[[Setup], None], dict, bool]] = [
@@ -202,35 +254,44 @@ def step_rows(seeds: int = 8, steps: int = 120, repeats: int = 5, gflops: float 
         ("foreach Adam", engine_step, {"foreach": True}, True),
         ("Adam (for loop)", engine_step, {"foreach": False}, True),
         ("bernoulli dropout", bernoulli_step, {"fused": True}, True),
+        ("where dropout (bool)", where_step, {"fused": True}, True),
+        ("x[idx] gather", indexed_step, {"fused": True}, True),
         ("shared batch", shared_step, {"fused": True}, True),
-        ("no mask, no schedule", trimmed_step, {"fused": True}, False),
+        ("no schedule", engine_step, {"fused": True}, False),
     ]
-    timed = [(name, step, Setup(x, y, seeds, adam, schedule)) for name, step, adam, schedule in variants]
+    timed = [(name, step, Setup(train, seeds, adam, schedule)) for name, step, adam, schedule in variants]
     try:
         start = time.perf_counter()
         fn = compiled_loss()
-        setup = Setup(x, y, seeds, {"fused": True})
+        setup = Setup(train, seeds, {"fused": True})
         make_compiled_step(fn)(setup)  # the first call compiles
         compile_s = time.perf_counter() - start
         timed.append(("compiled (inductor)", make_compiled_step(fn), setup))
         failure = None
     except Exception as err:  # a compiler failure is a result of this row
         failure = f"{type(err).__name__}: {err}".splitlines()[0] if str(err) else type(err).__name__
-    timed.append(("matmuls alone (floor)", matmul_floor(seeds), None))
+    timed.append(("matmuls alone", matmul_floor(seeds), None))
+    timed.append(("Adam alone", adam_alone(seeds), None))
+    timed.append(("gather alone", gather_alone(train, seeds), None))
+    timed.append(("draws alone", draws_alone(seeds), None))
     # Round-robin: each round times every variant once, so a slow stretch of the machine hits them alike.
     best = dict.fromkeys((name for name, _, _ in timed), float("inf"))
     for _ in range(repeats):
         for name, step, setup in timed:
             best[name] = min(best[name], time_steps(step, setup, steps, 1))
+    parts = ("matmuls alone", "Adam alone", "gather alone", "draws alone")
+    best["floor (the four above)"] = sum(best[name] for name in parts)
     rows = [{"variant": name, "ms_per_step": seconds * 1e3} for name, seconds in best.items()]
     for r in rows:
         if r["variant"] == "compiled (inductor)":
             r["compile_s"] = compile_s
+        if r["variant"] in parts[1:]:
+            r["part"] = True  # a piece of the floor: no share of a whole step's bound
     if failure:
-        rows.insert(-1, {"variant": "compiled (inductor)", "error": failure})
+        rows.insert(-5, {"variant": "compiled (inductor)", "error": failure})
     base = rows[0]["ms_per_step"]
     for r in rows:
-        if "ms_per_step" in r:
+        if "ms_per_step" in r and not r.get("part"):
             r["x_engine"] = base / r["ms_per_step"]
             r["of_bound"] = bound_ms / r["ms_per_step"]
     return {"seeds": seeds, "batch": BATCH, "gflops": gflops, "bound_ms": bound_ms, "rows": rows}
@@ -245,6 +306,9 @@ def print_steps(k: dict) -> None:
     for r in k["rows"]:
         if "error" in r:
             print(f"{r['variant']:<24} failed, the engine keeps its eager step: {r['error']}")
+            continue
+        if r.get("part"):
+            print(f"{r['variant']:<24} {r['ms_per_step']:>8.2f}")
             continue
         extra = f"  (compile {r['compile_s']:.1f} s)" if "compile_s" in r else ""
         print(f"{r['variant']:<24} {r['ms_per_step']:>8.2f} {r['x_engine']:>9.2f} {r['of_bound']:>9.0%}{extra}")

@@ -78,6 +78,25 @@ def test_dropout_keeps_1_minus_p_and_the_mean():
     assert torch.equal(out, again) and not torch.equal(out[0], out[1])  # per-seed streams
 
 
+@pytest.mark.parametrize("p", [0.0, 1e-6, 0.2, 0.5, 0.9, 0.9999, 1.0])
+def test_dropout_keeps_exactly_the_units_whose_draw_reaches_p_and_scales_them(p):
+    """The int16 mask keeps a unit iff its draw's low 15 bits are >= round(p * 2^15), as a comparison
+    would (every 16-bit draw value tried, so the edges of the int16 arithmetic are covered), and its
+    gradient is the same mask."""
+    from initsweep.engine.packed import DROPOUT_BITS, apply_dropout
+
+    draws = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(1, -1)
+    levels = 1 << DROPOUT_BITS
+    dropped = round(p * levels)
+    x = torch.rand(1, draws.shape[1], dtype=torch.float64, requires_grad=True)
+    out = apply_dropout(x, p, draws)
+    keep = (draws & (levels - 1)) >= dropped
+    scale = levels / (levels - dropped) if dropped < levels else 0.0
+    assert torch.equal(out, torch.where(keep, x * scale, 0.0))
+    out.sum().backward()
+    assert torch.equal(x.grad, keep.to(x.dtype) * scale)
+
+
 def test_only_mlps_pack():
     assert packable(build_model(MLPConfig(hidden=[64], activation="tanh"), (1, 28, 28), 10))
     assert not packable(build_model(CNNConfig(), (1, 28, 28), 10))

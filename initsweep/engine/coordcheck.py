@@ -153,9 +153,9 @@ def _train(
         with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
             torch.manual_seed(dropout_seed)
             for step, idx in enumerate(order, 1):
-                idx = idx.to(device)
+                x, y = data.train.rows(idx.to(device))
                 measured.clear()
-                loss = task.loss(model(data.train.x[idx]).unsqueeze(0), data.train.y[idx].unsqueeze(0))[0]
+                loss = task.loss(model(x).unsqueeze(0), y.unsqueeze(0))[0]
                 out += [(step, module, l1) for module, l1 in measured.items()]
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -75,6 +75,16 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
+    def rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets at `idx` (any shape of row indices: (B,), or (S, B) for packed seeds), gathered
+        with `index_select`: 2-5x faster than `x[idx]`'s advanced indexing for a (8, 100) batch of images
+        measured alone (0.19 vs 0.47 ms, 0.05 vs 0.26 ms on two machines)."""
+        flat = idx.reshape(-1)
+        return (
+            self.x.index_select(0, flat).view(*idx.shape, *self.x.shape[1:]),
+            self.y.index_select(0, flat).view(*idx.shape, *self.y.shape[1:]),
+        )
+
     def to(self, device: torch.device | str) -> Split:
         return Split(self.x.to(device), self.y.to(device))
 

@@ -110,10 +110,19 @@ def dropout_bits(per_seed: int, generators: list[torch.Generator], device: torch
 
 
 def apply_dropout(x: torch.Tensor, p: float, draws: torch.Tensor) -> torch.Tensor:
-    """Inverted dropout of `x` with `dropout_bits` draws (as many as `x` has elements, in `x`'s order)."""
+    """Inverted dropout of `x` with `dropout_bits` draws (as many as `x` has elements, in `x`'s order).
+
+    A unit is kept when its draw's low 15 bits are at least round(p * 2^15). `x` times a float mask of 0 and
+    1/(1-p): autograd's backward is one multiply too. Built in int16 arithmetic, not comparisons: a bool
+    tensor (`>=`, `torch.where`) took 4x the time of these kernels here (bench (K))."""
     levels = 1 << DROPOUT_BITS
     dropped = round(p * levels)
-    return torch.where((draws & (levels - 1)).view_as(x) >= dropped, x * (levels / (levels - dropped)), 0.0)
+    if dropped <= 0:
+        return x
+    if dropped >= levels:
+        return x * 0.0
+    keep = ((draws & (levels - 1)) - (dropped - 1)).clamp(0, 1)  # 1 where the draw >= dropped, else 0
+    return x * keep.to(x.dtype).mul_(levels / (levels - dropped)).view_as(x)
 
 
 def packed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -224,8 +224,8 @@ class _SeedRun:
         perm = torch.randperm(len(train), generator=self.order).to(self.device)
         total, count = 0.0, 0
         for start in range(0, len(train), batch_size):
-            idx = perm[start : start + batch_size]
-            loss = self.task.loss(model(train.x[idx]).unsqueeze(0), train.y[idx].unsqueeze(0))[0]
+            x, y = train.rows(perm[start : start + batch_size])
+            loss = self.task.loss(model(x).unsqueeze(0), y.unsqueeze(0))[0]
             self.step += 1
             value = loss.item()
             if not math.isfinite(value):
@@ -350,9 +350,8 @@ class _PackedRun:
             perms = torch.stack([torch.randperm(len(train), generator=g) for g in self.orders]).to(self.device)
             totals, count, last = [0.0] * len(results), 0, [math.nan] * len(results)
             for start in range(0, len(train), t.batch_size):
-                idx = perms[:, start : start + t.batch_size]
-                logits = self._forward(train.x[idx], self.dropouts, train=True)
-                losses = self.task.loss(logits, train.y[idx])
+                x, y = train.rows(perms[:, start : start + t.batch_size])
+                losses = self.task.loss(self._forward(x, self.dropouts, train=True), y)
                 self.step += 1
                 values = losses.tolist()
                 for s, v in enumerate(values):
@@ -361,7 +360,7 @@ class _PackedRun:
                 if not any(alive):
                     break
                 self.optimizer.zero_grad(set_to_none=True)
-                losses[torch.tensor(alive, device=self.device)].sum().backward()
+                (losses if all(alive) else losses[torch.tensor(alive, device=self.device)]).sum().backward()
                 self.optimizer.step()
                 self.scheduler.step()
                 count += 1
