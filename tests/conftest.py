@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,13 @@ ROOT = Path(__file__).parents[1]
 TEST_OUTPUT = ROOT / "test-output"
 """Where the browser tests keep their screenshots; the ones this run saved are listed at its end."""
 _session_start = time.time()
+PROGRESS_LINE = re.compile(r"\[\d+/\d+\] ")
+
+
+def progress_lines(lines: Iterable[str]) -> list[str]:
+    """The sweep's per-trial progress lines (`[3/9] name: ...`) among a driver's output lines; a library's
+    log line that also starts with a bracket (Optuna's `[W 2026-...]`) is not one."""
+    return [line for line in lines if PROGRESS_LINE.match(line)]
 
 
 def pytest_sessionstart(session):

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, progress_lines
 
 import initsweep
 from initsweep.config import ConfigError
@@ -136,7 +136,7 @@ def test_the_api_the_command_and_the_script_give_the_same_results(tmp_path):
         env=clean_env(),
     )
     assert script.returncode == 0, script.stderr[-3000:]
-    assert [line.split("]")[0] for line in script.stdout.splitlines() if line.startswith("[")] == [
+    assert [line.split("]")[0] for line in progress_lines(script.stdout.splitlines())] == [
         "[1/3",
         "[2/3",
         "[3/3",

@@ -23,10 +23,13 @@ import faultplan
 import optuna
 import psutil
 import pytest
-from conftest import ROOT, MlflowServer, mlflow_runs
+from conftest import ROOT, MlflowServer, mlflow_runs, progress_lines
 from mlflow import MlflowClient
 from ray.cluster_utils import Cluster
 from test_sweep import assert_complete
+
+from initsweep.config import load_config
+from initsweep.sweep.tuner import optuna_location, optuna_storage
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +58,7 @@ class Driver:
         self.reader.start()
 
     def progress(self) -> list[str]:
-        return [line for line in list(self.lines) if line.startswith("[")]
+        return progress_lines(list(self.lines))
 
     def kill_when(self, condition, timeout: float = 300) -> None:
         """SIGKILL the driver (only it) as soon as `condition()` holds, then end what it left running."""
@@ -123,6 +126,39 @@ def test_driver_killed_at_three_points_resumes_to_one_complete_sweep(tmp_path):
     study = study_of(tune_dir(), "search_bounds")
     states = Counter(t.state.name for t in study.trials)
     assert states["COMPLETE"] == 6 and states["RUNNING"] == 0, states
+
+
+def test_a_driver_killed_holding_the_optuna_journal_lock_lets_the_next_one_write_at_once(tmp_path):
+    """Optuna's default journal lock (a symlink) outlived a driver killed mid-append: the resumed sweep waited
+    30 s for it, warning every 10 s. The sweep's journal lock is the kernel's, gone with its holder."""
+    sweep = load_config(ROOT / "sweeps" / "search_bounds.yaml")
+    journal = optuna_location(sweep, tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, journal], stdout=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        writer = threading.Thread(
+            target=optuna.create_study, kwargs={"storage": optuna_storage(sweep, tmp_path)}, daemon=True
+        )
+        writer.start()
+        writer.join(timeout=3)
+        assert writer.is_alive(), "the study was written while another process held the journal's lock"
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    writer.join(timeout=10)  # Optuna's symlink lock would hold it 30 s
+    assert not writer.is_alive()
+    assert len(optuna.get_all_study_names(optuna_storage(sweep, tmp_path))) == 1
+
+
+HOLD_LOCK = """import sys, time
+from initsweep.sweep.tuner import JournalLock
+lock = JournalLock(sys.argv[1])  # kept: filelock lets go of a lock that is garbage-collected
+lock.acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
 
 
 def test_failing_and_diverging_trials_are_results_not_crashes(tmp_path):

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import optuna
-from conftest import ROOT, free_port, mlflow_runs, run_cli, wait_for_http
+from conftest import ROOT, free_port, mlflow_runs, progress_lines, run_cli, wait_for_http
 from mlflow import MlflowClient
 
 
@@ -55,7 +55,7 @@ def test_grid_sweep_records_every_trial_and_seed_and_resumes_idempotently(tmp_pa
     }
     assert order[order.index("fit_returned") :] == ["fit_returned", "report_built", "tuner_returned", "ray_shut_down"]
     assert [m["phase"] for m in marks].count("record_trial") == 3  # once each: the last pass skips what it wrote
-    assert [line.split("]")[0] for line in out.splitlines() if line.startswith("[")] == ["[1/3", "[2/3", "[3/3"]
+    assert [line.split("]")[0] for line in progress_lines(out.splitlines())] == ["[1/3", "[2/3", "[3/3"]
     assert "ETA" in out and "best " in out
     assert "val acc % (95% CI)" in out and "3/3 trials done (0 failed)" in out
     assert "UI: initsweep ui --tracking-uri 'sqlite:///" in out
@@ -140,7 +140,7 @@ def test_grid_sweep_records_every_trial_and_seed_and_resumes_idempotently(tmp_pa
     rerun = run_cli(str(ROOT / "sweeps" / "smoke.yaml"), "--storage-path", str(tmp_path / "ray"), cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resuming sweep" in rerun.stdout
-    assert not [line for line in rerun.stdout.splitlines() if line.startswith("[")]
+    assert not progress_lines(rerun.stdout.splitlines())
     assert_complete(mlflow_runs(uri, "smoke"), n_trials=3, n_seeds=2)
 
     # Rebuilt from MLflow alone (no Ray, no Tune files): the same report.
@@ -216,7 +216,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     finished_first = []
     for line in first.stdout:
-        if line.startswith("["):
+        if progress_lines([line]):
             finished_first.append(line.split("(trial ")[1].split(")")[0])
             if len(finished_first) == 2:
                 first.send_signal(signal.SIGINT)
@@ -236,9 +236,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
         cwd=tmp_path,
     )
     assert second.returncode == 0, second.stderr[-3000:]
-    finished_second = [
-        line.split("(trial ")[1].split(")")[0] for line in second.stdout.splitlines() if line.startswith("[")
-    ]
+    finished_second = [line.split("(trial ")[1].split(")")[0] for line in progress_lines(second.stdout.splitlines())]
     assert not set(finished_first) & set(finished_second)  # no finished trial trained twice
     assert len(finished_second) in (9 - len(interrupted["trial"]), 9 - len(finished_first))  # the rest, once
     assert_complete(mlflow_runs(uri, "seed_table"), n_trials=9, n_seeds=2)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import optuna
 import ray
+from filelock import FileLock
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
@@ -303,4 +304,24 @@ def optuna_storage(sweep: SweepConfig, exp_dir: Path) -> optuna.storages.BaseSto
         return optuna.storages.get_storage(sweep.search.storage)
     from optuna.storages.journal import JournalFileBackend
 
-    return optuna.storages.JournalStorage(JournalFileBackend(optuna_location(sweep, exp_dir)))
+    journal = optuna_location(sweep, exp_dir)
+    return optuna.storages.JournalStorage(JournalFileBackend(journal, lock_obj=JournalLock(journal)))
+
+
+class JournalLock:
+    """The Optuna journal's write lock as an OS file lock (`filelock`: fcntl), which the kernel lets go of
+    when its holder dies.
+
+    Optuna's default lock is a symlink that outlives a driver killed while appending to the journal: the
+    resumed sweep then waited out its 30 s grace period, logging a warning every 10 s. Only the driver
+    writes a sweep's journal (the search runs in it), from one machine."""
+
+    def __init__(self, journal: str):
+        self.lock = FileLock(journal + ".flock")
+
+    def acquire(self) -> bool:
+        self.lock.acquire()
+        return True
+
+    def release(self) -> None:
+        self.lock.release()
