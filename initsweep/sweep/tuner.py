@@ -317,7 +317,13 @@ class JournalLock:
     writes a sweep's journal (the search runs in it), from one machine."""
 
     def __init__(self, journal: str):
+        self.journal = journal
         self.lock = FileLock(journal + ".flock")
+
+    def __reduce__(self):
+        """Pickled as the journal's path (Tune saves its searcher, the study's storage with it): a copy in
+        another process starts unlocked, as a held lock belongs to its process."""
+        return JournalLock, (self.journal,)
 
     def acquire(self) -> bool:
         self.lock.acquire()
