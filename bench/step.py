@@ -201,7 +201,7 @@ def matmul_floor(seeds: int) -> Callable[[Setup | None], None]:
 def adam_alone(seeds: int) -> Callable[[Setup | None], None]:
     """A step of fused Adam alone over the packed seed MLP's weights, their gradients already there: one
     read of weights, gradients and both moments and one write of three, the rest of any step's floor."""
-    params = [torch.nn.Parameter(torch.randn(seeds, *shape)) for shape in _packed_shapes()]
+    params = list(PackedMLP(_models(seeds)).parameters())
     for p in params:
         p.grad = torch.randn_like(p)
     optimizer = torch.optim.Adam(params, lr=1e-3, fused=True)
@@ -218,11 +218,6 @@ def draws_alone(seeds: int) -> Callable[[Setup | None], None]:
     """A step's dropout draws alone: each hidden layer's bits, each seed from its own generator."""
     generators = [torch.Generator().manual_seed(1000 + s) for s in range(seeds)]
     return lambda _: [dropout_bits(BATCH * width, generators, "cpu") for width in LAYERS[1:-1]]
-
-
-def _packed_shapes() -> list[tuple[int, ...]]:
-    pairs = list(itertools.pairwise(LAYERS))
-    return [(i, o) for i, o in pairs] + [(1, o) for _, o in pairs]
 
 
 def time_steps(step: Callable[[Setup | None], None], setup: Setup | None, steps: int, repeats: int) -> float:
@@ -288,7 +283,8 @@ def step_rows(seeds: int = 8, steps: int = 120, repeats: int = 5, gflops: float 
         if r["variant"] in parts[1:]:
             r["part"] = True  # a piece of the floor: no share of a whole step's bound
     if failure:
-        rows.insert(-5, {"variant": "compiled (inductor)", "error": failure})
+        at = next(i for i, r in enumerate(rows) if r["variant"] == "matmuls alone")
+        rows.insert(at, {"variant": "compiled (inductor)", "error": failure})
     base = rows[0]["ms_per_step"]
     for r in rows:
         if "ms_per_step" in r and not r.get("part"):

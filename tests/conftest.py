@@ -43,6 +43,11 @@ def progress_lines(lines: Iterable[str]) -> list[str]:
     return [line for line in lines if PROGRESS_LINE.match(line)]
 
 
+def trial_of(line: str) -> str:
+    """The Tune trial id a progress line names (`... (trial 3f2a_00001) ...`)."""
+    return line.split("(trial ")[1].split(")")[0]
+
+
 def pytest_sessionstart(session):
     global _session_start
     _session_start = time.time()

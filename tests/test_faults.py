@@ -24,7 +24,7 @@ import faultplan
 import optuna
 import psutil
 import pytest
-from conftest import ROOT, MlflowServer, mlflow_runs, progress_lines
+from conftest import ROOT, MlflowServer, mlflow_runs, progress_lines, trial_of
 from mlflow import MlflowClient
 from ray.cluster_utils import Cluster
 from test_sweep import assert_complete
@@ -86,10 +86,6 @@ def study_of(tune_dir: Path, name: str) -> optuna.Study:
     sweep_id = json.loads((tune_dir / "initsweep-sweep.json").read_text())["sweep_id"]
     backend = optuna.storages.journal.JournalFileBackend(str(tune_dir / "optuna-journal.log"))
     return optuna.load_study(study_name=f"{name}-{sweep_id}", storage=optuna.storages.JournalStorage(backend))
-
-
-def trial_of(line: str) -> str:
-    return line.split("(trial ")[1].split(")")[0]
 
 
 def test_driver_killed_at_three_points_resumes_to_one_complete_sweep(tmp_path):

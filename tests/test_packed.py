@@ -20,7 +20,7 @@ from initsweep.config import TrialConfig
 from initsweep.engine import train as train_module
 from initsweep.engine.folded import FoldedModel, fold_failure
 from initsweep.engine.models import BUILDERS, build_model
-from initsweep.engine.packed import PackedMLP, dropout, packable, packed_cross_entropy
+from initsweep.engine.packed import DROPOUT_BITS, PackedMLP, apply_dropout, dropout, packable, packed_cross_entropy
 from initsweep.engine.train import PackingFallbackWarning, run_trial
 from initsweep.engine.vmapped import VmappedModel
 
@@ -83,8 +83,6 @@ def test_dropout_keeps_exactly_the_units_whose_draw_reaches_p_and_scales_them(p)
     """The int16 mask keeps a unit iff its draw's low 15 bits are >= round(p * 2^15), as a comparison
     would (every 16-bit draw value tried, so the edges of the int16 arithmetic are covered), and its
     gradient is the same mask."""
-    from initsweep.engine.packed import DROPOUT_BITS, apply_dropout
-
     draws = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(1, -1)
     levels = 1 << DROPOUT_BITS
     dropped = round(p * levels)

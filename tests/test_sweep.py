@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import optuna
-from conftest import ROOT, free_port, mlflow_runs, progress_lines, run_cli, wait_for_http
+from conftest import ROOT, free_port, mlflow_runs, progress_lines, run_cli, trial_of, wait_for_http
 from mlflow import MlflowClient
 
 
@@ -217,7 +217,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     finished_first = []
     for line in first.stdout:
         if progress_lines([line]):
-            finished_first.append(line.split("(trial ")[1].split(")")[0])
+            finished_first.append(trial_of(line))
             if len(finished_first) == 2:
                 first.send_signal(signal.SIGINT)
     assert first.wait(timeout=120) == 130
@@ -236,7 +236,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
         cwd=tmp_path,
     )
     assert second.returncode == 0, second.stderr[-3000:]
-    finished_second = [line.split("(trial ")[1].split(")")[0] for line in progress_lines(second.stdout.splitlines())]
+    finished_second = [trial_of(line) for line in progress_lines(second.stdout.splitlines())]
     assert not set(finished_first) & set(finished_second)  # no finished trial trained twice
     assert len(finished_second) in (9 - len(interrupted["trial"]), 9 - len(finished_first))  # the rest, once
     assert_complete(mlflow_runs(uri, "seed_table"), n_trials=9, n_seeds=2)
