@@ -460,7 +460,7 @@ def main() -> int:
     print_packing(out["packing"])
     out["lm"] = lm_rows()
     print_lm(out["lm"])
-    out["step"] = step_rows(gflops=gflops)
+    out["step"] = step_rows()
     print_steps(out["step"])
     out["per_trial"] = per_trial_rows()
     print_per_trial(out["per_trial"])

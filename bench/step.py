@@ -6,8 +6,11 @@ images per step on FashionMNIST's training images, from the same weights and bat
 `PackedMLP`; only the lever named changes:
 
 - `engine`: the engine's step as `initsweep.engine.train` runs it (each seed's batch gathered with
-  `index_select`, `baddbmm` forward, dropout as a float mask from int bits, per-seed loss, `tolist`, the
-  sum, fused Adam, the lr schedule);
+  `index_select`, the MLP as one autograd node with its backward written out (`ReluStack`: `baddbmm`
+  forward, ReLU in place, dropout as a float mask from int bits), per-seed loss, `tolist`, the sum, fused
+  Adam, the lr schedule);
+- `per-layer autograd`: the same layers recorded by autograd op by op (`PackedMLP.forward_per_layer`),
+  as the engine ran them before: the same numbers bit for bit, more kernels and bookkeeping;
 - `foreach Adam`: `torch.optim.Adam(foreach=True)` instead of `fused=True`;
 - `Adam (for loop)`: neither: the reference per-tensor loop;
 - `bernoulli dropout`: masks from `bernoulli_` per seed instead of the int-bit draws;
@@ -25,10 +28,15 @@ images per step on FashionMNIST's training images, from the same weights and bat
 - `gather alone`: each seed's batch of images and labels gathered from the training set (`Split.rows`);
 - `draws alone`: each seed's dropout bits drawn from its own generator, both hidden layers;
 - `floor`: the four added: the work any packed step of this experiment does (its products, its optimizer,
-  each seed its own batch and its own dropout stream), however little its activations, masks and loss cost.
+  each seed its own batch and its own dropout stream), however little its activations, masks and loss cost;
+- `elementwise alone` (not in the floor): the engine's other kernels at the step's shapes, with nothing
+  between them: ReLU, the masks built and applied, the loss and its gradient, ReLU's and dropout's
+  backward, the bias gradients. The floor plus this is the engine less its Python and autograd.
 
 Each row: milliseconds per step, the best of `--repeats` rounds (each round times every variant once, in
-turn, `--steps` steps after a warm-up), and the share of the step's FLOP bound at the measured matmul rate.
+turn, `--steps` steps after a warm-up), and the share of the step's FLOP bound. The bound's matmul rate
+(2048x2048 products) is measured in the same rounds, best of all, since this machine's speed drifts by
+a fifth from one minute to the next: a rate taken apart from the rows would favour one side.
 
 """
 
@@ -49,7 +57,13 @@ import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 from initsweep.engine.data import Split  # noqa: E402
-from initsweep.engine.packed import DROPOUT_BITS, PackedMLP, apply_dropout, dropout_bits  # noqa: E402
+from initsweep.engine.packed import (  # noqa: E402
+    DROPOUT_BITS,
+    PackedMLP,
+    apply_dropout,
+    dropout_bits,
+    dropout_scale,
+)
 
 LAYERS = (784, 256, 128, 10)
 BATCH = 100
@@ -107,6 +121,11 @@ def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def engine_step(setup: Setup) -> None:
     x, y = setup.train.rows(setup.batch())
     setup.update(_loss(setup.model(x, setup.generators), y))
+
+
+def per_layer_step(setup: Setup) -> None:
+    x, y = setup.train.rows(setup.batch())
+    setup.update(_loss(setup.model.forward_per_layer(x, setup.generators), y))
 
 
 def indexed_step(setup: Setup) -> None:
@@ -220,6 +239,42 @@ def draws_alone(seeds: int) -> Callable[[Setup | None], None]:
     return lambda _: [dropout_bits(BATCH * width, generators, "cpu") for width in LAYERS[1:-1]]
 
 
+def elementwise_alone(seeds: int) -> Callable[[Setup | None], None]:
+    """A step's kernels other than its products, optimizer, gather and draws, as the engine runs them, with
+    no Python or autograd between: per hidden layer ReLU in place and the dropout mask built and applied;
+    the loss and its gradient; per hidden layer `threshold_backward` and the scale; per layer the bias sum."""
+    widths = LAYERS[1:]
+    hidden = [torch.randn(seeds, BATCH, w) for w in widths[:-1]]
+    draws = [torch.randint(-(2**15), 2**15, (seeds, BATCH * w), dtype=torch.int16) for w in widths[:-1]]
+    grads = [torch.randn(seeds, BATCH, w) for w in widths]
+    logits = torch.randn(seeds, BATCH, widths[-1], requires_grad=True)
+    y = torch.randint(0, widths[-1], (seeds, BATCH))
+    scale = dropout_scale(0.2)
+
+    def kernels() -> None:
+        outputs = [apply_dropout(h.clamp_min_(0), 0.2, d) for h, d in zip(hidden, draws, strict=True)]
+        torch.autograd.grad(_loss(logits, y).sum(), logits)
+        for g, out in zip(grads, outputs, strict=False):
+            torch.ops.aten.threshold_backward(g, out, 0).mul_(scale)
+        for g in grads:
+            g.sum(1, keepdim=True)
+
+    return lambda _: kernels()
+
+
+def big_product() -> Callable[[], float]:
+    """One 2048x2048 fp32 product, returning the GFLOP/s it ran at: the bound's matmul rate."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+
+    def rate() -> float:
+        start = time.perf_counter()
+        a @ b
+        return 2 * 2048**3 / (time.perf_counter() - start) / 1e9
+
+    return rate
+
+
 def time_steps(step: Callable[[Setup | None], None], setup: Setup | None, steps: int, repeats: int) -> float:
     """Seconds per step: the best of `repeats` runs of `steps` steps, after 10 warm-up steps (`setup`: the
     variant's state, None for `matmul_floor`)."""
@@ -234,18 +289,16 @@ def time_steps(step: Callable[[Setup | None], None], setup: Setup | None, steps:
     return best
 
 
-def step_rows(seeds: int = 8, steps: int = 120, repeats: int = 5, gflops: float | None = None) -> dict:
+def step_rows(seeds: int = 8, steps: int = 120, repeats: int = 5) -> dict:
     """(K) every lever's ms/step against the engine's, and the step's FLOP bound."""
-    from bench import matmul_gflops
     from initsweep.config import DataConfig
     from initsweep.engine.data import load_configured
 
     torch.manual_seed(0)
     train = load_configured(DataConfig()).train
-    gflops = gflops or matmul_gflops()
-    bound_ms = step_flops(seeds) / (gflops * 1e9) * 1e3
     variants: list[tuple[str, Callable[[Setup], None], dict, bool]] = [
         ("engine (fused Adam)", engine_step, {"fused": True}, True),
+        ("per-layer autograd", per_layer_step, {"fused": True}, True),
         ("foreach Adam", engine_step, {"foreach": True}, True),
         ("Adam (for loop)", engine_step, {"foreach": False}, True),
         ("bernoulli dropout", bernoulli_step, {"fused": True}, True),
@@ -269,19 +322,25 @@ def step_rows(seeds: int = 8, steps: int = 120, repeats: int = 5, gflops: float 
     timed.append(("Adam alone", adam_alone(seeds), None))
     timed.append(("gather alone", gather_alone(train, seeds), None))
     timed.append(("draws alone", draws_alone(seeds), None))
+    timed.append(("elementwise alone", elementwise_alone(seeds), None))
     # Round-robin: each round times every variant once, so a slow stretch of the machine hits them alike.
     best = dict.fromkeys((name for name, _, _ in timed), float("inf"))
+    rate, gflops = big_product(), 0.0
     for _ in range(repeats):
+        gflops = max(gflops, rate())
         for name, step, setup in timed:
             best[name] = min(best[name], time_steps(step, setup, steps, 1))
+    bound_ms = step_flops(seeds) / (gflops * 1e9) * 1e3
     parts = ("matmuls alone", "Adam alone", "gather alone", "draws alone")
+    elementwise = best.pop("elementwise alone")
     best["floor (the four above)"] = sum(best[name] for name in parts)
+    best["elementwise alone"] = elementwise
     rows = [{"variant": name, "ms_per_step": seconds * 1e3} for name, seconds in best.items()]
     for r in rows:
         if r["variant"] == "compiled (inductor)":
             r["compile_s"] = compile_s
-        if r["variant"] in parts[1:]:
-            r["part"] = True  # a piece of the floor: no share of a whole step's bound
+        if r["variant"] in (*parts[1:], "elementwise alone"):
+            r["part"] = True  # a piece of a step: no share of a whole step's bound
     if failure:
         at = next(i for i, r in enumerate(rows) if r["variant"] == "matmuls alone")
         rows.insert(at, {"variant": "compiled (inductor)", "error": failure})

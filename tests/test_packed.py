@@ -95,6 +95,65 @@ def test_dropout_keeps_exactly_the_units_whose_draw_reaches_p_and_scales_them(p)
     assert torch.equal(x.grad, keep.to(x.dtype) * scale)
 
 
+def _steps(packed: PackedMLP, forward, x: torch.Tensor, steps: int = 4) -> list[torch.Tensor]:
+    """`steps` Adam steps of `packed` through `forward`, seed 1 left out of the loss from the third step (as
+    a diverged seed is); each step's logits and, at the end, the weights and the input's gradient."""
+    gens = [torch.Generator().manual_seed(10 + s) for s in range(packed.n_seeds)]
+    optimizer = torch.optim.Adam(packed.parameters(), lr=1e-2)
+    y = torch.randint(0, 10, x.shape[:2], generator=torch.Generator().manual_seed(0))
+    x = x.clone().requires_grad_()
+    seen = []
+    for step in range(steps):
+        logits = forward(x, gens)
+        losses = packed_cross_entropy(logits, y)
+        alive = torch.tensor([step < 2 or s != 1 for s in range(packed.n_seeds)])
+        optimizer.zero_grad(set_to_none=True)
+        losses[alive].sum().backward()
+        optimizer.step()
+        seen.append(logits.detach())
+    return [*seen, *(t.detach() for t in packed.parameters()), x.grad]
+
+
+@pytest.mark.parametrize(
+    ("hidden", "p"),
+    [([256, 128], 0.2), ([64], 0.0), ([32, 32, 32], 0.5), ([16], 0.9999), ([16], 1.0), ([], 0.2)],
+)
+def test_a_relu_mlp_trains_through_one_node_bit_for_bit_as_layer_by_layer(hidden, p):
+    """`ReluStack`'s hand-written backward gives what autograd gives over the same layers, to the last bit:
+    logits, weights after Adam, the input's gradient; with dropout from none to every unit, a seed left
+    out of the loss, and no hidden layer at all."""
+
+    def model() -> nn.Sequential:
+        layers, width = [nn.Flatten()], 784
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(), *([nn.Dropout(p)] if p else [])]
+            width = h
+        return nn.Sequential(*layers, nn.Linear(width, 10))
+
+    models = [model() for _ in range(3)]
+    one_node, per_layer = PackedMLP(models), PackedMLP(models)
+    assert one_node.relu_dropouts == [p] * len(hidden)
+    x = torch.rand(3, 20, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    assert type(one_node(x).grad_fn).__name__ == "ReluStackBackward"
+    ours = _steps(one_node, one_node, x)
+    reference = _steps(per_layer, per_layer.forward_per_layer, x)
+    assert len(ours) == len(reference)
+    for a, b in zip(ours, reference, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_only_relu_mlps_take_the_hand_written_backward():
+    def dropouts(activation, dropout=0.2):
+        model = build_model(MLPConfig(activation=activation, dropout=dropout), (1, 28, 28), 10)
+        return PackedMLP([model]).relu_dropouts
+
+    assert dropouts("relu") == [0.2, 0.2] and dropouts("relu", 0.0) == [0.0, 0.0]
+    assert dropouts("tanh") is None and dropouts("gelu") is None
+    dropout_first = nn.Sequential(nn.Flatten(), nn.Linear(784, 8), nn.Dropout(0.1), nn.ReLU(), nn.Linear(8, 10))
+    relu_last = nn.Sequential(nn.Flatten(), nn.Linear(784, 8), nn.ReLU(), nn.Linear(8, 10), nn.ReLU())
+    assert PackedMLP([dropout_first]).relu_dropouts is None and PackedMLP([relu_last]).relu_dropouts is None
+
+
 def test_only_mlps_pack():
     assert packable(build_model(MLPConfig(hidden=[64], activation="tanh"), (1, 28, 28), 10))
     assert not packable(build_model(CNNConfig(), (1, 28, 28), 10))

@@ -6,6 +6,11 @@ Weights are stacked along a leading seed axis and every linear layer is one batc
 seeds: each seed's slice sees only its own batch, its own dropout masks (from its own generator) and
 its own Adam/SGD state (both optimizers are elementwise), so a seed trains the same whether it is
 packed or alone (S = 1). A seed that diverges only fills its own slice with NaN.
+
+A ReLU MLP (Linear, ReLU, optional Dropout, ..., Linear: the seed table's) trains through one autograd
+node with a hand-written backward (`ReluStack`): the same products and the same numbers bit for bit as
+autograd's graph of the layers, fewer kernels and less bookkeeping (bench (K)). Other stacks take the
+per-layer path.
 """
 
 from __future__ import annotations
@@ -14,7 +19,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["PackedMLP", "apply_dropout", "dropout", "dropout_bits", "packable", "packed_cross_entropy"]
+__all__ = [
+    "PackedMLP",
+    "ReluStack",
+    "apply_dropout",
+    "dropout",
+    "dropout_bits",
+    "dropout_scale",
+    "packable",
+    "packed_cross_entropy",
+]
 
 _ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.GELU, nn.SELU, nn.Identity)
 
@@ -55,6 +69,8 @@ class PackedMLP(nn.Module):
                 self.steps.append(("flatten", None))
             else:
                 self.steps.append(("activation", first))
+        self.relu_dropouts = _relu_stack_dropouts(self.steps)
+        """Each hidden layer's dropout p when the stack is a ReLU MLP (`ReluStack` trains it), else None."""
 
     def named_sources(self) -> list[tuple[str, torch.Tensor]]:
         """Each stacked parameter with the name of the per-seed parameter it holds (`1.weight`)."""
@@ -63,6 +79,14 @@ class PackedMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, generators: list[torch.Generator] | None = None) -> torch.Tensor:
         """x: (S, B, ...) -> logits (S, B, classes). Dropout is on when `generators` (one per seed) is given."""
+        if self.relu_dropouts is None:
+            return self.forward_per_layer(x, generators)
+        if self.steps[0][0] == "flatten":
+            x = x.reshape(x.shape[0], x.shape[1], -1)
+        return ReluStack.apply(x, generators, self.relu_dropouts, *self.weights, *self.biases)
+
+    def forward_per_layer(self, x: torch.Tensor, generators: list[torch.Generator] | None = None) -> torch.Tensor:
+        """`forward` one module at a time, autograd's graph recording each: any stack of `packable` layers."""
         for kind, arg in self.steps:
             if kind == "flatten":
                 x = x.reshape(x.shape[0], x.shape[1], -1)
@@ -122,7 +146,75 @@ def apply_dropout(x: torch.Tensor, p: float, draws: torch.Tensor) -> torch.Tenso
     if dropped >= levels:
         return x * 0.0
     keep = ((draws & (levels - 1)) - (dropped - 1)).clamp(0, 1)  # 1 where the draw >= dropped, else 0
-    return x * keep.to(x.dtype).mul_(levels / (levels - dropped)).view_as(x)
+    return x * keep.to(x.dtype).mul_(dropout_scale(p)).view_as(x)
+
+
+def dropout_scale(p: float) -> float:
+    """The factor on a kept unit, 1/(1-p) for p as the draws round it (0 when every unit is dropped)."""
+    levels = 1 << DROPOUT_BITS
+    dropped = min(max(round(p * levels), 0), levels)
+    return levels / (levels - dropped) if dropped < levels else 0.0
+
+
+def _relu_stack_dropouts(steps: list[tuple[str, object]]) -> list[float] | None:
+    """Each hidden layer's dropout p when `steps` are [Flatten] (Linear, ReLU, [Dropout])* Linear, else None."""
+    kinds = [(k, type(a)) if k == "activation" else (k, None) for k, a in steps]
+    if kinds and kinds[0][0] == "flatten":
+        kinds, steps = kinds[1:], steps[1:]
+    dropouts, i = [], 0
+    while i < len(kinds) - 1 and kinds[i : i + 2] == [("linear", None), ("activation", nn.ReLU)]:
+        has_dropout = i + 2 < len(kinds) and kinds[i + 2][0] == "dropout"
+        dropouts.append(float(steps[i + 2][1]) if has_dropout else 0.0)
+        i += 3 if has_dropout else 2
+    return dropouts if kinds[i:] == [("linear", None)] else None
+
+
+class ReluStack(torch.autograd.Function):
+    """A packed ReLU MLP's forward as one autograd node, its backward written out: per layer from the top,
+    the weight gradient (one `bmm`), the bias gradient (a sum), and below it the input gradient (one `bmm`)
+    through ReLU and dropout as one `threshold_backward` on the saved output times dropout's scale (a
+    unit passes gradient exactly where its output is positive: ReLU let it through and dropout kept it).
+
+    The same products and roundings as autograd over `forward_per_layer`, so the same gradients bit for
+    bit; what it saves is autograd's per-op nodes, the mask multiply's and ReLU's separate backward kernels
+    and a temporary a layer (ReLU applied in place)."""
+
+    @staticmethod
+    def forward(ctx, x, generators, dropouts, *params):
+        weights, biases = params[: len(params) // 2], params[len(params) // 2 :]
+        outputs = [x]  # each layer's input: the weight gradients' left factors
+        for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+            x = torch.baddbmm(b, x, w)
+            if i < len(dropouts):
+                x = x.clamp_min_(0)
+                if generators is not None and dropouts[i] > 0:
+                    x = apply_dropout(x, dropouts[i], dropout_bits(x[0].numel(), generators, x.device))
+                outputs.append(x)
+        ctx.scales = [dropout_scale(p) if generators is not None and p > 0 else None for p in dropouts]
+        ctx.save_for_backward(*outputs, *weights)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        saved = ctx.saved_tensors
+        outputs, weights = saved[: len(saved) // 2], saved[len(saved) // 2 :]
+        n = len(weights)
+        grad_weights, grad_biases = [None] * n, [None] * n
+
+        def weight_and_bias_grads(i: int, grad: torch.Tensor) -> None:
+            if ctx.needs_input_grad[3 + i]:
+                grad_weights[i] = torch.bmm(outputs[i].transpose(1, 2), grad)
+            if ctx.needs_input_grad[3 + n + i]:
+                grad_biases[i] = grad.sum(1, keepdim=True)
+
+        for i in range(n - 1, 0, -1):
+            weight_and_bias_grads(i, grad)
+            grad = torch.ops.aten.threshold_backward(torch.bmm(grad, weights[i].transpose(1, 2)), outputs[i], 0)
+            if ctx.scales[i - 1] is not None:
+                grad = grad.mul_(ctx.scales[i - 1])
+        weight_and_bias_grads(0, grad)
+        grad_x = torch.bmm(grad, weights[0].transpose(1, 2)) if ctx.needs_input_grad[0] else None  # images: none
+        return (grad_x, None, None, *grad_weights, *grad_biases)
 
 
 def packed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
