@@ -202,7 +202,11 @@ def test_a_stalled_sweep_says_so_and_finishes_once_the_gpu_is_free(head, tmp_pat
     )
     sweep = None
     try:
-        assert holder.stdout.readline().strip() == "held"
+        try:  # bounded: a head that died would leave the holder waiting in ray.init, and the suite with it
+            said = _lines(holder).get(timeout=150)
+        except queue.Empty:
+            said = None
+        assert said is not None and said.strip() == "held", f"the holder did not get the head's GPU: {said!r}"
         clean = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")} | TOKEN
         cmd = [sys.executable, str(ROOT / "sweeps" / "run.py"), SMOKE, *TINY, "--address", head]
         cmd += ["--storage-path", str(tmp_path / "ray"), "--set", "resources.gpus_per_trial=1"]
