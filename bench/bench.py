@@ -46,7 +46,7 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402, F401  # imported before any timing, as (A) needs it and the engine's data once did
 from overhead import final_line, per_trial_rows, phases, print_per_trial, print_phases, read_marks  # noqa: E402
 from peers import peer_rows, print_peers, seed_table_mlp, sweep_command  # noqa: E402  # bench/peers.py, beside this file
-from step import print_steps, step_rows  # noqa: E402
+from step import big_product, print_steps, step_rows  # noqa: E402
 from torch import nn  # noqa: E402
 
 from initsweep.config import TrialConfig, load_config  # noqa: E402
@@ -256,14 +256,8 @@ def print_packing(g: dict[str, float]) -> None:
 
 def matmul_gflops() -> float:
     """(D) Measured fp32 matmul rate, the best of a few 2048x2048 products."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    best = 0.0
-    for _ in range(5):
-        start = time.perf_counter()
-        a @ b
-        best = max(best, 2 * 2048**3 / (time.perf_counter() - start) / 1e9)
-    return best
+    rate = big_product()
+    return max(rate() for _ in range(5))
 
 
 def flops_per_model(epochs: int, train: int = 48_000, val: int = 12_000) -> float:
