@@ -24,10 +24,15 @@ def small_data() -> Data:
     return load_data("fashion_mnist", limit=2000)
 
 
+TORCH_THREADS = max(1, (os.cpu_count() or 2) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+"""Torch threads per test process: the machine's cores shared among pytest-xdist's workers."""
+
+
 @pytest.fixture(autouse=True)
-def _two_threads():
-    """The test machine has 2 cores; keep torch from oversubscribing them."""
-    torch.set_num_threads(2)
+def _torch_threads():
+    """Keep each test process's torch to its share of the cores: two workers each running two threads on the
+    2-core machine spun against each other."""
+    torch.set_num_threads(TORCH_THREADS)
 
 
 ROOT = Path(__file__).parents[1]
@@ -46,6 +51,13 @@ def progress_lines(lines: Iterable[str]) -> list[str]:
 def trial_of(line: str) -> str:
     """The Tune trial id a progress line names (`... (trial 3f2a_00001) ...`)."""
     return line.split("(trial ")[1].split(")")[0]
+
+
+def pytest_collection_modifyitems(items):
+    """The `slow` tests first, each file's in its order. With `--dist worksteal` a worker that runs out takes
+    half of the other's queue from its end, so the long tests are shared out and short ones close the run
+    (xdist's default chunks gave all of them to one worker; handed out one at a time, they ran in pairs)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def pytest_sessionstart(session):

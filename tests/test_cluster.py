@@ -19,6 +19,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
+@pytest.mark.slow
 def test_trials_land_on_both_nodes_and_local_stores_are_refused(two_nodes, mlflow_server, tmp_path):
     smoke = str(ROOT / "sweeps" / "smoke.yaml")
     proc = run_cli(
@@ -45,6 +46,7 @@ def test_trials_land_on_both_nodes_and_local_stores_are_refused(two_nodes, mlflo
     assert "on Ray (embedded" in embedded.stdout and "3/3 trials done (0 failed)" in embedded.stdout
 
 
+@pytest.mark.slow
 def test_ray_job_submit_runs_a_smoke_sweep(tmp_path):
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
     port, dashboard = free_port(), free_port()

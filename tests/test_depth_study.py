@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from conftest import ROOT, mlflow_runs, run_cli
 from mlflow import MlflowClient
 from test_sweep import assert_complete
@@ -18,6 +19,7 @@ SMALL = [
 ]
 
 
+@pytest.mark.slow
 def test_a_small_depth_study_runs_through_ray_and_mlflow_and_matches_no_ray(tmp_path):
     proc = run_cli(*SMALL, "--storage-path", str(tmp_path / "ray"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

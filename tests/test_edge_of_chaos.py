@@ -34,6 +34,7 @@ def _image_drawn(png) -> bool:
     return image.shape[0] > 200 and image[..., :3].std() > 0.05
 
 
+@pytest.mark.slow
 def test_edge_of_chaos_grid_logs_theory_per_trial_and_reports_it(tmp_path):
     proc = run_cli(*EDGE_SMALL, "--storage-path", str(tmp_path / "ray"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -79,6 +80,7 @@ def run_cli_report(tmp_path) -> str:
     return next(out.rglob("report.md")).read_text()
 
 
+@pytest.mark.slow
 def test_phase_diagram_search_draws_weight_and_bias_scales_through_optuna(tmp_path):
     small = [
         str(ROOT / "sweeps" / "phase_diagram.yaml"),

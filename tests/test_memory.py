@@ -7,8 +7,9 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, TORCH_THREADS
 
 from initsweep.sweep.trainable import SharedData
 
@@ -24,10 +25,9 @@ def test_shared_data_is_the_same_data_over_the_same_memory(small_data):
 
 def _run(script: str) -> subprocess.CompletedProcess:
     """A fresh interpreter: Ray is kept out of this one (the CLI checks refuse an imported Ray), and a write
-    into read-only memory kills only that process."""
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=300, cwd=ROOT
-    )
+    into read-only memory kills only that process. `THREADS` in it: this test process's share of the cores."""
+    code = f"THREADS = {TORCH_THREADS}\n" + textwrap.dedent(script)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
 def test_workers_map_the_object_stores_copy_read_only():
@@ -60,6 +60,7 @@ def test_workers_map_the_object_stores_copy_read_only():
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_training_only_reads_the_data_and_gives_the_same_numbers_on_it():
     """Every model family and path (packed MLP, folded and vmapped CNN, one seed at a time, validation with
     dropout on)
@@ -75,7 +76,7 @@ def test_training_only_reads_the_data_and_gives_the_same_numbers_on_it():
         from initsweep.engine.train import run_trial
         from initsweep.sweep.trainable import SharedData
 
-        torch.set_num_threads(2)
+        torch.set_num_threads(THREADS)
         data = load_data("fashion_mnist", limit=1000)
         with tempfile.TemporaryDirectory() as folder:
             mapped = []

@@ -421,6 +421,7 @@ def test_the_transfer_studies_are_what_the_issue_asks():
         assert set(cfg.grid["model.parametrization"]) == {"sp", "mup"} and len(cfg.seeds) >= 3
 
 
+@pytest.mark.slow
 def test_a_mup_sweep_logs_each_groups_lr_and_reports_the_transfer(tmp_path):
     """Through `sweeps/run.py` on real Ray and a SQLite MLflow store: each trial run carries its groups' lrs
     (`lr.hidden` = lr x 64/width), and the report answers the width x lr grid with the transfer section."""

@@ -3,6 +3,7 @@ hold one let the sweep wait; a sweep whose trials stay pending says so in one li
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -36,30 +37,89 @@ def assert_nothing_written(cwd: Path, storage: Path) -> None:
     assert not storage.exists() or not any(storage.iterdir())
 
 
+class Head:
+    """A `ray start --head --block` of our own on 127.0.0.1: 2 CPUs, 1 fake GPU, 1 `fake_tpu`. Its output and
+    Ray's logs stay in its temp dir until it stops, so a head that dies says why (once, in a full run, a
+    head exited right after its dashboard answered; its logs had gone with it)."""
+
+    SETTLE_S = 5.0
+    """How long a new head must stay up after its dashboard answers to count as started."""
+
+    def __init__(self):
+        self.temp_dir = tempfile.mkdtemp(prefix="rr", dir="/tmp")  # short: Ray's socket paths have a length limit
+        self.proc: subprocess.Popen | None = None
+        self.address = ""
+
+    def start(self) -> str:
+        """Start the head (a second time if the first one exits while settling); its address."""
+        for attempt in (1, 2):
+            port, dashboard = free_port(), free_port()
+            cmd = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2"]
+            cmd += ["--num-gpus=1", '--resources={"fake_tpu": 1}', "--dashboard-host=127.0.0.1"]
+            cmd += [f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={free_port()}"]
+            cmd += [f"--dashboard-agent-grpc-port={free_port()}", f"--temp-dir={self.temp_dir}"]
+            cmd += ["--disable-usage-stats", "--block"]
+            # --block and a session of its own: killing its process group stops this head only.
+            with open(Path(self.temp_dir) / f"ray-start-{attempt}.log", "w") as log:
+                self.proc = subprocess.Popen(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ | TOKEN
+                )
+            answered = wait_for_http(f"http://127.0.0.1:{dashboard}", self.proc, timeout=120)
+            deadline = time.monotonic() + self.SETTLE_S
+            while answered and self.proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if answered and self.proc.poll() is None:
+                self.address = f"127.0.0.1:{port}"
+                return self.address
+            self.stop(keep_dir=True)
+        pytest.fail(f"the Ray head did not start twice; its last words:\n{self.last_words()}")
+
+    def alive(self) -> str:
+        """The address, failing the test with the head's last words if it has exited since it started."""
+        if self.proc is None or self.proc.poll() is not None:
+            pytest.fail(f"the Ray head exited (code {self.proc and self.proc.returncode}):\n{self.last_words()}")
+        return self.address
+
+    def last_words(self, lines: int = 15) -> str:
+        """The tail of `ray start`'s output and of each Ray log that mentions an error or a failure."""
+        root = Path(self.temp_dir)
+        out = []
+        for path in sorted(root.glob("ray-start-*.log")) + sorted(root.glob("session_*/logs/*")):
+            if not path.is_file():
+                continue
+            text = [line for line in path.read_text(errors="replace").splitlines() if "[state-dump]" not in line]
+            if path.name.startswith("ray-start") or any(w in line for line in text for w in ("ERROR", "FATAL", "Fail")):
+                out += [f"--- {path.relative_to(root)}", *text[-lines:]]
+        return "\n".join(out) or "(no output)"
+
+    def stop(self, keep_dir: bool = False) -> None:
+        """Stop the head's whole process group (what is left of it, if its `ray start` exited)."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # `ray start --block` took 33 s to stop gracefully on busy cores
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        if not keep_dir:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def head():
-    """A `ray start` head of our own on 127.0.0.1: 2 CPUs, 1 fake GPU, 1 `fake_tpu`; yields its address."""
-    temp_dir = tempfile.mkdtemp(prefix="rr", dir="/tmp")  # short: Ray's socket paths have a length limit
-    port, dashboard = free_port(), free_port()
-    start = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2", "--num-gpus=1"]
-    start += ['--resources={"fake_tpu": 1}', "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}"]
-    start += [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}"]
-    start += [f"--temp-dir={temp_dir}", "--disable-usage-stats", "--block"]
-    # --block and a session of its own: killing its process group stops this head only.
-    proc = subprocess.Popen(
-        start, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=os.environ | TOKEN
-    )
+def _head():
+    head = Head()
     try:
-        assert wait_for_http(f"http://127.0.0.1:{dashboard}", proc, timeout=120), "the Ray head did not start"
-        yield f"127.0.0.1:{port}"
+        head.start()
+        yield head
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # `ray start --block` took 33 s to stop gracefully on busy cores
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        head.stop()
+
+
+@pytest.fixture
+def head(_head) -> str:
+    """The module's Ray head's address, checked alive for each test that uses it."""
+    return _head.alive()
 
 
 def test_a_gpu_on_a_machine_without_one_is_refused_before_anything_starts(tmp_path):

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import optuna
+import pytest
 from conftest import ROOT, free_port, mlflow_runs, progress_lines, run_cli, trial_of, wait_for_http
 from mlflow import MlflowClient
 
@@ -35,6 +36,7 @@ def assert_complete(runs: dict, n_trials: int, n_seeds: int) -> None:
     assert set(pairs.values()) == {1}
 
 
+@pytest.mark.slow
 def test_grid_sweep_records_every_trial_and_seed_and_resumes_idempotently(tmp_path):
     timings = tmp_path / "timings.jsonl"  # the driver's marks (`INITSWEEP_TIMINGS`), as bench/overhead.py reads them
     proc = run_cli(
@@ -158,6 +160,7 @@ def test_grid_sweep_records_every_trial_and_seed_and_resumes_idempotently(tmp_pa
         assert (again / name).read_bytes() == (report_dir / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_search_sweep_conditional_params_and_optuna_study(tmp_path):
     uri = f"sqlite:///{tmp_path}/search.db"
     proc = run_cli(
@@ -206,6 +209,7 @@ def test_search_sweep_conditional_params_and_optuna_study(tmp_path):
         dashboard.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     args = [
         sys.executable,

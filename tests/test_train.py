@@ -77,6 +77,7 @@ def test_a_seed_does_not_depend_on_its_trial_mates(small_data):
     assert as_tuple(grouped[0]) != as_tuple(grouped[1])  # other seeds, other results
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "changes",
     [

@@ -91,6 +91,7 @@ def test_a_row_param_goes_into_the_row_and_confirm_into_stage_2_only():
     assert listed.trial(row, axes, {"row.gain": 2.0}, "eval").train.epochs == 3
 
 
+@pytest.mark.slow
 def test_tune_small_train_big_sp_against_mup_end_to_end(tmp_path):
     """Ray Tune (embedded, this machine's cores) and SQLite MLflow: stage 1 at width 16, stage 2 at the
     confirmed 64 at each parametrization's own choice; the report says both widths."""

@@ -345,6 +345,7 @@ def _example(name: str, tmp_path, *overrides: str):
     )
 
 
+@pytest.mark.slow
 def test_resnet_example_runs_end_to_end(tmp_path):
     proc, runs = _example(
         "resnet", tmp_path, "data.limit=300", "model.kwargs.widths=[4,8,8]", "resources.cpus_per_trial=1"
@@ -356,6 +357,7 @@ def test_resnet_example_runs_end_to_end(tmp_path):
     assert "2/2 trials done (0 failed)" in proc.stdout
 
 
+@pytest.mark.slow
 def test_digits_example_runs_end_to_end(tmp_path):
     proc, runs = _example("digits", tmp_path)  # all 1,797 digits: 1 epoch is 36 steps
     assert len(runs["trial"]) == 4 and len(runs["seed"]) == 8
