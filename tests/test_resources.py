@@ -95,15 +95,18 @@ class Head:
     def stop(self, keep_dir: bool = False) -> None:
         """Stop the head's whole process group (what is left of it, if its `ray start` exited)."""
         if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
+            self._signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:  # `ray start --block` took 33 s to stop gracefully on busy cores
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                self._signal(signal.SIGKILL)
                 self.proc.wait(timeout=30)
         if not keep_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def _signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):  # the whole group is gone already
+            os.killpg(self.proc.pid, sig)
 
 
 @pytest.fixture(scope="module")
