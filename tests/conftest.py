@@ -135,11 +135,13 @@ class MlflowServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> MlflowServer:
-        from initsweep.tracking import server_command
+        from initsweep.tracking import server_command, server_env
 
         cmd = server_command(f"sqlite:///{self.root}/mlflow.db", port=self.port, artifacts=self.root / "artifacts")
         with open(self.root / "server.log", "a") as log:
-            self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+            self.process = subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=log, env=server_env(), start_new_session=True
+            )
         if not wait_for_http(f"{self.uri}/health", self.process, timeout=180):  # 2 busy cores: tens of seconds
             self.stop()
             raise RuntimeError(f"mlflow server did not start: {(self.root / 'server.log').read_text()[-2000:]}")

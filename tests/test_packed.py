@@ -18,11 +18,21 @@ from torch.nn import functional as F
 from initsweep.catalog.models import CNNConfig, MLPConfig
 from initsweep.config import TrialConfig
 from initsweep.engine import train as train_module
+from initsweep.engine.data import Data, Split
 from initsweep.engine.folded import FoldedModel, fold_failure
 from initsweep.engine.models import BUILDERS, build_model
 from initsweep.engine.packed import DROPOUT_BITS, PackedMLP, apply_dropout, dropout, packable, packed_cross_entropy
 from initsweep.engine.train import PackingFallbackWarning, run_trial
 from initsweep.engine.vmapped import VmappedModel
+
+
+@pytest.fixture(scope="module")
+def small_data(small_data: Data) -> Data:
+    """conftest's 2,000 images, with the first 2,000 test images rather than all 10,000: every comparison here
+    evaluates each seed, packed and alone, on the test set."""
+    test = Split(small_data.test.x[:2000], small_data.test.y[:2000])
+    return Data(small_data.train, small_data.val, test, small_data.num_classes)
+
 
 ROOT = Path(__file__).resolve().parents[1]
 

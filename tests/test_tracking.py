@@ -26,6 +26,7 @@ from initsweep.tracking import (
     _outage_is_unavailable,
     artifact_root,
     read_sweep,
+    server_env,
 )
 
 SWEEP = parse_config(
@@ -224,3 +225,9 @@ def test_a_create_whose_answer_was_lost_leaves_no_orphan_run_on_a_server(mlflow_
     assert {r.data.tags["mlflow.parentRunId"] for r in runs["seed"]} == {runs["trial"][0].info.run_id}
     history = MlflowClient(mlflow_server).get_metric_history(runs["seed"][0].info.run_id, "val_accuracy")
     assert [m.step for m in history] == [1, 2]  # a log_batch made twice logs each value once
+
+
+def test_our_mlflow_server_runs_without_mlflows_job_runner_unless_the_environment_asks_for_it():
+    """test_ui.py checks the real server's processes; here, that the user's own setting wins."""
+    name = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
+    assert server_env({})[name] == "false" and server_env({name: "true", "X": "1"}) == {name: "true", "X": "1"}

@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.request
 
+import psutil
 import pytest
 from conftest import ROOT, TEST_OUTPUT, free_port, mlflow_runs, run_cli
 from selenium import webdriver
@@ -74,6 +75,10 @@ def test_the_mlflow_ui_shows_the_sweep_in_headless_chromium(tmp_path, browser):
             time.sleep(0.2)
         base = f"http://127.0.0.1:{port}"
         assert next(line for line in lines if line.startswith("MLflow UI: ")).startswith(f"MLflow UI: {base}")
+        # The server runs without MLflow's GenAI job runner (8 more processes, which sweeps never use).
+        tree = [" ".join(p.cmdline()) for p in psutil.Process(ui.pid).children(recursive=True)]
+        assert any(" mlflow server " in cmd for cmd in tree) and len(tree) <= 2, tree
+        assert not any("_job_runner" in cmd or "huey" in cmd for cmd in tree), tree
 
         sweep = run_cli(
             str(ROOT / "sweeps" / "smoke.yaml"),

@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import mlflow
 
-    from initsweep.tracking import default_tracking_uri, masked, server_command
+    from initsweep.tracking import default_tracking_uri, masked, server_command, server_env
 
     uri = default_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
@@ -62,7 +62,11 @@ def main(args: argparse.Namespace) -> int:
     with open(log_path, "w") as log:  # the server's log (worker start-up, deprecation warnings) goes here
         out = None if args.verbose else log
         server = subprocess.Popen(
-            server_command(uri, host=args.host, port=args.port), stdout=out, stderr=out, start_new_session=True
+            server_command(uri, host=args.host, port=args.port),
+            stdout=out,
+            stderr=out,
+            env=server_env(),
+            start_new_session=True,
         )
     try:
         if not _wait_for(f"{base}/health", server):
