@@ -135,7 +135,7 @@ class MlflowServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> MlflowServer:
-        from initsweep.tracking import server_command, server_env
+        from initsweep.mlflow_server import server_command, server_env
 
         cmd = server_command(f"sqlite:///{self.root}/mlflow.db", port=self.port, artifacts=self.root / "artifacts")
         with open(self.root / "server.log", "a") as log:

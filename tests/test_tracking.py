@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from initsweep.config import parse_config
+from initsweep.mlflow_server import server_env
 from initsweep.results import DataLineage, SeedResult, TrialResult
 from initsweep.tracking import (
     RESPONSE_CUT_RETRIES,
@@ -26,7 +27,6 @@ from initsweep.tracking import (
     _outage_is_unavailable,
     artifact_root,
     read_sweep,
-    server_env,
 )
 
 SWEEP = parse_config(

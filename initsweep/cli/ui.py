@@ -40,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import mlflow
 
-    from initsweep.tracking import default_tracking_uri, masked, server_command, server_env
+    from initsweep.mlflow_server import server_command, server_env
+    from initsweep.tracking import default_tracking_uri, masked
 
     uri = default_tracking_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):
