@@ -29,6 +29,10 @@ images per step on FashionMNIST's training images, from the same weights and bat
 - `draws alone`: each seed's dropout bits drawn from its own generator, both hidden layers;
 - `floor`: the four added: the work any packed step of this experiment does (its products, its optimizer,
   each seed its own batch and its own dropout stream), however little its activations, masks and loss cost;
+- `floor in sequence`: the floor's work run as a step runs it, on the step's own weights and Adam state:
+  each seed's batch gathered and dropout bits drawn, the forward products, the weight, bias and input
+  gradients' products from a fixed output gradient, fused Adam; nothing else (no ReLU, masks, loss or
+  autograd). Slower than the four parts alone: in a step they evict one another's data from the caches;
 - `elementwise alone` (not in the floor): the engine's other kernels at the step's shapes, with nothing
   between them: ReLU, the masks built and applied, the loss and its gradient, ReLU's and dropout's
   backward, the bias gradients. The floor plus this is the engine less its Python and autograd.
@@ -196,6 +200,28 @@ def make_compiled_step(fn: Callable) -> Callable[[Setup], None]:
     return step
 
 
+def sequence_floor(setup: Setup) -> None:
+    """A step of the floor's work in a step's order, on the step's own state: gather, dropout draws, the
+    products forward and back from a fixed output gradient, the bias sums, fused Adam. Nothing else."""
+    x, _ = setup.train.rows(setup.batch())
+    weights, biases = list(setup.model.weights), list(setup.model.biases)
+    for w in weights[:-1]:
+        dropout_bits(BATCH * w.shape[-1], setup.generators, "cpu")
+    with torch.no_grad():
+        inputs = [x.flatten(2)]
+        for w, b in zip(weights, biases, strict=True):
+            inputs.append(torch.baddbmm(b, inputs[-1], w))
+        grad = torch.ones_like(inputs[-1])
+        for layer in reversed(range(len(weights))):
+            weights[layer].grad = torch.bmm(inputs[layer].transpose(1, 2), grad)
+            biases[layer].grad = grad.sum(1, keepdim=True)
+            if layer:
+                grad = torch.bmm(grad, weights[layer].transpose(1, 2))
+    setup.optimizer.step()
+    if setup.scheduler is not None:
+        setup.scheduler.step()
+
+
 def matmul_floor(seeds: int) -> Callable[[Setup | None], None]:
     """A step of the step's matrix products alone, at its shapes, nothing else: 3 forward `bmm`s,
     3 weight gradients and 2 input gradients (the images need none). What any packed step costs at least
@@ -322,6 +348,7 @@ def step_rows(seeds: int = 8, steps: int = 120, repeats: int = 5) -> dict:
     timed.append(("Adam alone", adam_alone(seeds), None))
     timed.append(("gather alone", gather_alone(train, seeds), None))
     timed.append(("draws alone", draws_alone(seeds), None))
+    timed.append(("floor in sequence", sequence_floor, Setup(train, seeds, {"fused": True})))
     timed.append(("elementwise alone", elementwise_alone(seeds), None))
     # Round-robin: each round times every variant once, so a slow stretch of the machine hits them alike.
     best = dict.fromkeys((name for name, _, _ in timed), float("inf"))
@@ -332,8 +359,9 @@ def step_rows(seeds: int = 8, steps: int = 120, repeats: int = 5) -> dict:
             best[name] = min(best[name], time_steps(step, setup, steps, 1))
     bound_ms = step_flops(seeds) / (gflops * 1e9) * 1e3
     parts = ("matmuls alone", "Adam alone", "gather alone", "draws alone")
-    elementwise = best.pop("elementwise alone")
+    in_sequence, elementwise = best.pop("floor in sequence"), best.pop("elementwise alone")
     best["floor (the four above)"] = sum(best[name] for name in parts)
+    best["floor in sequence"] = in_sequence
     best["elementwise alone"] = elementwise
     rows = [{"variant": name, "ms_per_step": seconds * 1e3} for name, seconds in best.items()]
     for r in rows:
