@@ -208,18 +208,29 @@ def sequence_floor(setup: Setup) -> None:
     for w in weights[:-1]:
         dropout_bits(BATCH * w.shape[-1], setup.generators, "cpu")
     with torch.no_grad():
-        inputs = [x.flatten(2)]
-        for w, b in zip(weights, biases, strict=True):
-            inputs.append(torch.baddbmm(b, inputs[-1], w))
-        grad = torch.ones_like(inputs[-1])
-        for layer in reversed(range(len(weights))):
-            weights[layer].grad = torch.bmm(inputs[layer].transpose(1, 2), grad)
-            biases[layer].grad = grad.sum(1, keepdim=True)
-            if layer:
-                grad = torch.bmm(grad, weights[layer].transpose(1, 2))
+        grads = _products(x.flatten(2), weights, biases)
+    for w, b, (w_grad, b_grad) in zip(weights, biases, grads, strict=True):
+        w.grad, b.grad = w_grad, b_grad
     setup.optimizer.step()
     if setup.scheduler is not None:
         setup.scheduler.step()
+
+
+def _products(x: torch.Tensor, weights: list, biases: list | None = None, out_grad: Callable = torch.ones_like):
+    """A packed MLP's matrix products alone: forward (`baddbmm` with biases, else `bmm`), then backward from
+    `out_grad(logits)`: per layer (weight gradient, bias gradient or None); no input gradient for `x`."""
+    inputs = [x]
+    for i, w in enumerate(weights):
+        inputs.append(torch.bmm(inputs[-1], w) if biases is None else torch.baddbmm(biases[i], inputs[-1], w))
+    grad, grads = out_grad(inputs[-1]), [None] * len(weights)
+    for layer in reversed(range(len(weights))):
+        grads[layer] = (
+            torch.bmm(inputs[layer].transpose(1, 2), grad),
+            None if biases is None else grad.sum(1, keepdim=True),
+        )
+        if layer:
+            grad = torch.bmm(grad, weights[layer].transpose(1, 2))
+    return grads
 
 
 def matmul_floor(seeds: int) -> Callable[[Setup | None], None]:
@@ -230,17 +241,7 @@ def matmul_floor(seeds: int) -> Callable[[Setup | None], None]:
     ws = [torch.randn(seeds, i, o) for i, o in sizes]
     x = torch.randn(seeds, BATCH, LAYERS[0])
 
-    def products() -> None:
-        hs = [x]
-        for w in ws:
-            hs.append(torch.bmm(hs[-1], w))
-        grad = torch.randn_like(hs[-1])
-        for layer in reversed(range(len(ws))):
-            torch.bmm(hs[layer].transpose(1, 2), grad)
-            if layer:
-                grad = torch.bmm(grad, ws[layer].transpose(1, 2))
-
-    return lambda _: products()
+    return lambda _: _products(x, ws, out_grad=torch.randn_like)
 
 
 def adam_alone(seeds: int) -> Callable[[Setup | None], None]:
