@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from origin import FILE_ENV
 
 ROOT = Path(__file__).parents[1]
 
@@ -93,3 +96,29 @@ def test_help_lists_every_flag_with_examples(capsys):
     flags = ("--set", "--tracking-uri", "--address", "--storage-path", "--listen", "--fresh", "--no-ray", "--dry-run")
     assert all(flag in text for flag in flags)
     assert "examples:" in text and "initsweep run sweeps/search_bounds.yaml --dry-run" in text
+
+
+def test_the_trials_run_the_checkout_whose_script_started_the_sweep(tmp_path):
+    """`python sweeps/run.py` of a second checkout (a clone, a git worktree) trains with that checkout's code,
+    though `pip install -e` named another one: Ray's workers would otherwise import the installed one."""
+    clone = tmp_path / "clone"
+    shutil.copytree(ROOT / "initsweep", clone / "initsweep", ignore=shutil.ignore_patterns("__pycache__"))
+    (clone / "sweeps").mkdir()
+    shutil.copy(ROOT / "sweeps" / "run.py", clone / "sweeps" / "run.py")
+    (tmp_path / "tiny.yaml").write_text(
+        "name: tiny\nseeds: [0]\ndata: {dataset: fashion_mnist, limit: 500}\ntrain: {epochs: 1}\n"
+        "schemes:\n  - {scheme: pytorch_default}\n"
+    )
+    origins = tmp_path / "origins.txt"
+    hook = {"INITSWEEP_TRIAL_HOOK": "origin:record", FILE_ENV: str(origins), "PYTHONPATH": str(ROOT / "tests")}
+    proc = subprocess.run(
+        [sys.executable, str(clone / "sweeps" / "run.py"), "tiny.yaml", "--storage-path", "ray"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")} | hook,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1/1 trials done (0 failed)" in proc.stdout, proc.stdout[-3000:]
+    assert set(origins.read_text().split()) == {str(clone / "initsweep" / "__init__.py")}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import site
 import socket
 import sys
 import uuid
@@ -23,6 +24,7 @@ __all__ = [
     "check_resources",
     "connect",
     "ray_environment",
+    "workers_import_this_initsweep",
     "working_folder_modules",
 ]
 
@@ -36,12 +38,32 @@ to 127.0.0.1: Ray uses the machine's outward address as the node IP unless it be
 
 
 def ray_environment(address: str | None, listen: str | None = None) -> None:
-    """Set what Ray reads from the environment when it is imported (an embedded Ray binds loopback only);
-    before anything imports Ray. `connect` calls it; call it sooner where other threads may import Ray."""
+    """Set what Ray reads from the environment when it is imported (an embedded Ray binds loopback only)
+    and what its workers inherit (this initsweep); before anything imports Ray. `connect` calls it; call it
+    sooner where other threads may import Ray."""
     if not address and not listen:
         if "ray" in sys.modules and os.environ.get(LOOPBACK_ONLY_ENV) != "0":
             raise RuntimeError("connect() must run before Ray is imported, or the embedded Ray is not loopback-only")
         os.environ[LOOPBACK_ONLY_ENV] = "0"
+    if not address:
+        workers_import_this_initsweep()
+
+
+def workers_import_this_initsweep() -> None:
+    """Put the checkout this driver's initsweep comes from first on the path an embedded Ray's workers inherit.
+
+    Ray adds only the driver script's folder (`sweeps/`) and the working folder to its workers' path, so
+    they import initsweep as a fresh interpreter does: from the checkout `pip install -e` named, which need
+    not be the one whose `sweeps/run.py` started the sweep (a second clone, a git worktree), and the trials
+    would train with the other checkout's engine. An installed initsweep (site-packages) is left alone.
+    """
+    root = Path(__file__).resolve().parents[2]
+    installed = {Path(p).resolve() for p in (*site.getsitepackages(), site.getusersitepackages())}
+    if root in installed:
+        return
+    path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if path[:1] != [str(root)]:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(root), *path])
 
 
 def connect(address: str | None, verbose: bool = False, listen: str | None = None) -> str | None:
