@@ -98,6 +98,7 @@ def test_help_lists_every_flag_with_examples(capsys):
     assert "examples:" in text and "initsweep run sweeps/search_bounds.yaml --dry-run" in text
 
 
+@pytest.mark.slow
 def test_the_trials_run_the_checkout_whose_script_started_the_sweep(tmp_path):
     """`python sweeps/run.py` of a second checkout (a clone, a git worktree) trains with that checkout's code,
     though `pip install -e` named another one: Ray's workers would otherwise import the installed one."""
