@@ -164,6 +164,29 @@ def test_only_relu_mlps_take_the_hand_written_backward():
     assert PackedMLP([dropout_first]).relu_dropouts is None and PackedMLP([relu_last]).relu_dropouts is None
 
 
+@pytest.mark.parametrize(
+    "layers",
+    [
+        lambda: build_model(MLPConfig(), (1, 28, 28), 10),  # ReLU, dropout 0.2: `ReluStack`
+        lambda: build_model(MLPConfig(activation="tanh", hidden=[32, 16, 8], dropout=0.5), (1, 28, 28), 10),
+        lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 8), nn.Dropout(0.1), nn.ReLU(), nn.Linear(8, 10)),
+        lambda: build_model(MLPConfig(dropout=0.0), (1, 28, 28), 10),  # no dropout: both modes alike
+    ],
+)
+def test_validation_in_both_modes_runs_the_shared_layers_once_and_gives_forwards_numbers(layers):
+    """`logits_dropout_off_and_on` (validation with dropout off and on, the layers before the first dropout
+    run once) gives `forward`'s logits both ways to the last bit, and draws each seed's dropout stream as far
+    as `forward` does."""
+    packed = PackedMLP([layers() for _ in range(3)])
+    x = torch.rand(20, 1, 28, 28, generator=torch.Generator().manual_seed(1)).expand(3, 20, 1, 28, 28)
+    ours, theirs = ([torch.Generator().manual_seed(s) for s in (5, 6, 7)] for _ in range(2))
+    with torch.no_grad():
+        off, on = packed.logits_dropout_off_and_on(x, ours)
+        assert torch.equal(off, packed(x)) and torch.equal(on, packed(x, theirs))
+    assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(ours, theirs, strict=True))
+    assert torch.equal(off, on) == all(p == 0 for kind, p in packed.steps if kind == "dropout")
+
+
 def test_only_mlps_pack():
     assert packable(build_model(MLPConfig(hidden=[64], activation="tanh"), (1, 28, 28), 10))
     assert not packable(build_model(CNNConfig(), (1, 28, 28), 10))

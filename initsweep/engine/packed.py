@@ -98,6 +98,26 @@ class PackedMLP(nn.Module):
                 x = dropout(x, arg, generators)
         return x
 
+    def logits_dropout_off_and_on(
+        self, x: torch.Tensor, generators: list[torch.Generator]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward(x)` and `forward(x, generators)` at once, for validation in both modes: the layers before
+        the first dropout (the first layer's product, most of an MLP's FLOPs) run once for both. Each branch
+        runs `forward`'s own kernels in its order and draws the same dropout bits, so the same numbers."""
+        relu = self.relu_dropouts is not None
+        off = on = x.reshape(x.shape[0], x.shape[1], -1) if self.steps[0][0] == "flatten" else x
+        branched = False
+        for kind, arg in self.steps:
+            if kind == "linear":
+                off = torch.baddbmm(self.biases[arg], off, self.weights[arg])
+                on = torch.baddbmm(self.biases[arg], on, self.weights[arg]) if branched else off
+            elif kind == "activation":
+                off = off.clamp_min_(0) if relu else arg(off)  # as ReluStack, else as forward_per_layer
+                on = (on.clamp_min_(0) if relu else arg(on)) if branched else off
+            elif kind == "dropout" and arg > 0:
+                on, branched = dropout(on, arg, generators), True
+        return off, on
+
     def unpack(self, template: nn.Sequential, seed_index: int) -> nn.Sequential:
         """Seed `seed_index`'s weights, copied back into a plain model shaped like `template`."""
         import copy

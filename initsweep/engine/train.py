@@ -382,22 +382,36 @@ class _PackedRun:
                 r.epochs.append(m)
 
     @torch.no_grad()
-    def _packed_eval(self, split: Split, generators=None, name: str = "val") -> list[dict[str, float]]:
-        """Per seed: the task's metrics on `split`; dropout on when `generators` is given."""
+    def _packed_eval(self, split: Split, generators=None, name: str = "val", both: bool = False) -> list:
+        """Per seed: the task's metrics on `split`; dropout on when `generators` is given. `both`: a pair of
+        such lists, dropout off and on, from one pass whose shared layers run once (`PackedMLP`)."""
         chunk = eval_chunk(split, self.num_classes, getattr(self.model, "eval_batch", 2000))
-        sums: dict[str, torch.Tensor] = {}
+        sums: list[dict[str, torch.Tensor]] = [{}, {}] if both else [{}]
         for i in range(0, len(split), chunk):
             x, y = split.x[i : i + chunk], split.y[i : i + chunk]
-            logits = self._forward(x, generators, train=False, shared=True)
+            if both:
+                outputs = self.model.logits_dropout_off_and_on(
+                    x.unsqueeze(0).expand(self.n_seeds, *x.shape), generators
+                )
+            else:
+                outputs = (self._forward(x, generators, train=False, shared=True),)
             ys = y.unsqueeze(0).expand(self.n_seeds, *y.shape)
-            for k, v in self.task.sums(logits, ys).items():
-                sums[k] = sums.get(k, 0.0) + v.double().cpu()
+            for logits, mode in zip(outputs, sums, strict=True):
+                for k, v in self.task.sums(logits, ys).items():
+                    mode[k] = mode.get(k, 0.0) + v.double().cpu()
         count = self.task.predictions(split.y.unsqueeze(0))
-        return [self.task.metrics({k: v[s].item() for k, v in sums.items()}, count, name) for s in range(self.n_seeds)]
+        per_mode = [
+            [self.task.metrics({k: v[s].item() for k, v in mode.items()}, count, name) for s in range(self.n_seeds)]
+            for mode in sums
+        ]
+        return per_mode if both else per_mode[0]
 
     def _evaluate(self, split: Split, metrics: list[dict[str, float] | None], train_mode: bool) -> None:
-        values = self._packed_eval(split)
-        extra = self._packed_eval(split, self.dropouts) if train_mode else None
+        if train_mode and isinstance(self.model, PackedMLP):  # dropout off and on in one pass
+            values, extra = self._packed_eval(split, self.dropouts, both=True)
+        else:
+            values = self._packed_eval(split)
+            extra = self._packed_eval(split, self.dropouts) if train_mode else None
         for s, m in enumerate(metrics):
             if m is not None:
                 m |= values[s]
