@@ -102,8 +102,8 @@ class PackedMLP(nn.Module):
         self, x: torch.Tensor, generators: list[torch.Generator]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`forward(x)` and `forward(x, generators)` at once, for validation in both modes: the layers before
-        the first dropout (the first layer's product, most of an MLP's FLOPs) run once for both. Each branch
-        runs `forward`'s own kernels in its order and draws the same dropout bits, so the same numbers."""
+        the first dropout (the first layer's product: 85% of the seed MLP's FLOPs) run once for both. Each
+        branch runs `forward`'s own kernels in its order and draws the same dropout bits: the same numbers."""
         relu = self.relu_dropouts is not None
         off = on = x.reshape(x.shape[0], x.shape[1], -1) if self.steps[0][0] == "flatten" else x
         branched = False
