@@ -71,11 +71,12 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"screenshot: {path}")
 
 
-def run_cli(*args: str, cwd, timeout: float = 600, env: dict | None = None):
-    """`python sweeps/run.py ARGS` as a user runs it, in `cwd`, with no tracking URI or Ray address set."""
+def run_cli(*args: str, cwd, timeout: float = 600, env: dict | None = None, script: Path = ROOT / "sweeps" / "run.py"):
+    """`python sweeps/run.py ARGS` as a user runs it, in `cwd`, with no tracking URI or Ray address set
+    (`script`: another checkout's `sweeps/run.py`)."""
     clean = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
     return subprocess.run(
-        [sys.executable, str(ROOT / "sweeps" / "run.py"), *args],
+        [sys.executable, str(script), *args],
         capture_output=True,
         text=True,
         timeout=timeout,

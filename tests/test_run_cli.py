@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -10,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from origin import FILE_ENV
 
 ROOT = Path(__file__).parents[1]
@@ -112,13 +112,8 @@ def test_the_trials_run_the_checkout_whose_script_started_the_sweep(tmp_path):
     )
     origins = tmp_path / "origins.txt"
     hook = {"INITSWEEP_TRIAL_HOOK": "origin:record", FILE_ENV: str(origins), "PYTHONPATH": str(ROOT / "tests")}
-    proc = subprocess.run(
-        [sys.executable, str(clone / "sweeps" / "run.py"), "tiny.yaml", "--storage-path", "ray"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env={k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")} | hook,
+    proc = run_cli(
+        "tiny.yaml", "--storage-path", "ray", cwd=tmp_path, timeout=300, env=hook, script=clone / "sweeps" / "run.py"
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "1/1 trials done (0 failed)" in proc.stdout, proc.stdout[-3000:]
