@@ -34,10 +34,14 @@ if TYPE_CHECKING:
 __all__ = ["SweepResults", "load_results", "run_sweep"]
 
 LISTEN_WARNING = (
-    "warning: --listen {listen}: Ray's dashboard, its Jobs API (which runs any code it is sent) and its node "
-    "services accept connections from other machines; Ray's token authentication is on (the token is in "
-    "~/.ray/auth_token)"
+    "warning: --listen {listen}: {exposed} accept connections from other machines; Ray's token authentication "
+    "is on (the token is in ~/.ray/auth_token)"
 )
+EXPOSED = {
+    False: "Ray's node services",
+    True: "Ray's dashboard, its Jobs API (which runs any code it is sent) and its node services",
+}
+"""What `--listen` opens, without and with `--ray-dashboard`."""
 
 
 @dataclass
@@ -155,6 +159,7 @@ def run_sweep(
     report_dir: str = "reports",
     fresh: bool = False,
     listen: str | None = None,
+    ray_dashboard: bool = False,
     verbose: bool = False,
     progress_bar: bool | None = None,
     printer: Callable[..., Any] = print,
@@ -163,7 +168,9 @@ def run_sweep(
 
     `config`: a YAML path, a mapping, or a `SweepConfig`; `overrides`: `KEY=VALUE` strings as `--set` takes
     them. `tracking_uri`: default `$MLFLOW_TRACKING_URI`, else `sqlite:///mlflow.db` here. `address`: a Ray
-    cluster (default `$RAY_ADDRESS`, else an embedded Ray on 127.0.0.1, or on `listen`). `progress_bar`: a
+    cluster (default `$RAY_ADDRESS`, else an embedded Ray on 127.0.0.1, or on `listen`). `ray_dashboard`: the
+    embedded Ray also starts its dashboard and Jobs API (off by default: 200 MB and 3 CPU-s a sweep, and
+    an API that runs any code it is sent; the results are in MLflow). `progress_bar`: a
     live bar instead of a line per trial (default: when standard output is a terminal and not `verbose`).
     Raises `ConfigError` (one line) on bad input before anything is started or written, and
     `TrackingUnavailable` when the tracking server goes away mid-sweep (run it again to resume).
@@ -175,9 +182,9 @@ def run_sweep(
     sweep = _as_config(config, overrides)
     address = address if address is not None else os.environ.get("RAY_ADDRESS")
     tracking_uri = default_tracking_uri(tracking_uri)
-    _check_listen(listen, address)
+    _check_embedded_only(listen, ray_dashboard, address)
     if listen:
-        printer(LISTEN_WARNING.format(listen=listen), file=sys.stderr)
+        printer(LISTEN_WARNING.format(listen=listen, exposed=EXPOSED[ray_dashboard]), file=sys.stderr)
     check_tracking_server(tracking_uri)  # in seconds, before any training (MLflow would retry for minutes)
     storage = _writable_storage(storage_path)
     if not verbose:
@@ -201,11 +208,11 @@ def run_sweep(
     with ThreadPoolExecutor(1, thread_name_prefix="initsweep-prepare") as pool:
         prepared = pool.submit(_prepare, sweep, tracker if overlap else None)
         if overlap:
-            dashboard = connect(address, verbose, listen)
+            dashboard = connect(address, verbose, listen, ray_dashboard)
             mark("ray_started")
         data = prepared.result()  # its error, if any, here: one line
         if not overlap:
-            dashboard = connect(address, verbose, listen)
+            dashboard = connect(address, verbose, listen, ray_dashboard)
             mark("ray_started")
     kind = "search" if sweep.search else "grid"
     printer(
@@ -305,9 +312,15 @@ def load_results(
     return SweepResults(config, trials, failed, uri, parent.info.experiment_id, parent.info.run_id, sweep_id, report)
 
 
-def _check_listen(listen: str | None, address: str | None) -> None:
+def _check_embedded_only(listen: str | None, ray_dashboard: bool, address: str | None) -> None:
+    """`--listen` and `--ray-dashboard` set up the embedded Ray: refused with a cluster, which has its own."""
     import ipaddress
 
+    if address and ray_dashboard:
+        raise ConfigError(
+            f"--ray-dashboard: applies to the embedded Ray only, not to --address {address} (a cluster's head "
+            "runs its own dashboard)"
+        )
     if listen is None:
         return
     if address:

@@ -68,6 +68,7 @@ CASES = [
     (["--tracking-uri", "http://bob:pw@127.0.0.1:1"], "--tracking-uri http://bob:***@127.0.0.1:1: no MLflow tracking"),
     (["--listen", "everywhere"], "--listen everywhere: not an IP address"),
     (["--listen", "0.0.0.0", "--address", "127.0.0.1:1"], "--listen 0.0.0.0: applies to the embedded Ray only"),
+    (["--ray-dashboard", "--address", "127.0.0.1:1"], "--ray-dashboard: applies to the embedded Ray only, not to"),
     (["NO_DATA"], "fashion_mnist: no data files in NOWHERE"),
 ]
 
@@ -116,9 +117,10 @@ def test_listening_beyond_loopback_warns_what_is_exposed(tmp_path, monkeypatch, 
     monkeypatch.setattr(os, "environ", os.environ.copy())
     monkeypatch.chdir(tmp_path)
     # The warning comes first, before anything starts; here an unreachable tracking server then stops it.
-    code = cli_main()([SEED, "--listen", "0.0.0.0", "--tracking-uri", "http://127.0.0.1:1"])
-    err = capsys.readouterr().err.splitlines()
-    assert code == 2 and len(err) == 2
-    assert err[0].startswith("warning: --listen 0.0.0.0: Ray's dashboard, its Jobs API (which runs any code")
-    assert "token authentication is on" in err[0]
-    assert err[1].startswith("error: --tracking-uri http://127.0.0.1:1: no MLflow tracking server answers")
+    for extra, exposed in (([], "Ray's node services accept"), (["--ray-dashboard"], "Ray's dashboard, its Jobs API")):
+        code = cli_main()([SEED, "--listen", "0.0.0.0", *extra, "--tracking-uri", "http://127.0.0.1:1"])
+        err = capsys.readouterr().err.splitlines()
+        assert code == 2 and len(err) == 2
+        assert err[0].startswith(f"warning: --listen 0.0.0.0: {exposed}")
+        assert "token authentication is on" in err[0]
+        assert err[1].startswith("error: --tracking-uri http://127.0.0.1:1: no MLflow tracking server answers")

@@ -37,15 +37,21 @@ LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 to 127.0.0.1: Ray uses the machine's outward address as the node IP unless it believes it runs alone."""
 
 
+NO_PRESTART_ENV = "RAY_prestart_worker_first_driver"
+"""Set to 0, an embedded Ray starts no idle workers for its first driver: Tune's trial actors carry a
+runtime_env of their own and never run in them (2 idle workers per sweep: 93 MB and 1.5 CPU-s, unused)."""
+
+
 def ray_environment(address: str | None, listen: str | None = None) -> None:
-    """Set what Ray reads from the environment when it is imported (an embedded Ray binds loopback only)
-    and what its workers inherit (this initsweep); before anything imports Ray. `connect` calls it; call it
-    sooner where other threads may import Ray."""
+    """Set what Ray reads from the environment when it is imported (an embedded Ray binds loopback only and
+    starts no idle workers) and what its workers inherit (this initsweep); before anything imports Ray.
+    `connect` calls it; call it sooner where other threads may import Ray."""
     if not address and not listen:
         if "ray" in sys.modules and os.environ.get(LOOPBACK_ONLY_ENV) != "0":
             raise RuntimeError("connect() must run before Ray is imported, or the embedded Ray is not loopback-only")
         os.environ[LOOPBACK_ONLY_ENV] = "0"
     if not address:
+        os.environ.setdefault(NO_PRESTART_ENV, "0")
         workers_import_this_initsweep()
 
 
@@ -66,12 +72,16 @@ def workers_import_this_initsweep() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(root), *path])
 
 
-def connect(address: str | None, verbose: bool = False, listen: str | None = None) -> str | None:
-    """Start an embedded Ray or join a cluster; returns the dashboard URL.
+def connect(
+    address: str | None, verbose: bool = False, listen: str | None = None, dashboard: bool = False
+) -> str | None:
+    """Start an embedded Ray or join a cluster; returns the dashboard URL (None: no dashboard).
 
-    The embedded Ray's dashboard, Jobs API (which runs whatever code it is sent) and node services
-    listen on 127.0.0.1 unless `listen` names another address of this machine, or 0.0.0.0 for all of
-    them. Ray's token authentication stays on either way. `ConfigError` when the cluster cannot be reached.
+    The embedded Ray's node services, and with `dashboard` its dashboard and Jobs API (which runs whatever
+    code it is sent), listen on 127.0.0.1 unless `listen` names another address of this machine, or 0.0.0.0
+    for all of them. Without `dashboard` the Jobs API is closed and Ray saves the dashboard's processes
+    (200 MB, 3 CPU-s a sweep): a sweep's results are in MLflow. Ray's token authentication stays on either
+    way. `ConfigError` when the cluster cannot be reached.
     """
     ray_environment(address, listen)
     import ray  # after the environment above
@@ -92,7 +102,9 @@ def connect(address: str | None, verbose: bool = False, listen: str | None = Non
                 kwargs["_node_ip_address"] = listen
             # "local": a new Ray of our own, even where another one runs on this machine (`ray start`, or
             # a second sweep): without it ray.init() would join that one.
-            context = ray.init(address="local", dashboard_host=listen or "127.0.0.1", include_dashboard=True, **kwargs)
+            context = ray.init(
+                address="local", dashboard_host=listen or "127.0.0.1", include_dashboard=dashboard, **kwargs
+            )
         return context.dashboard_url or None
     except (ConnectionError, RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
