@@ -48,7 +48,7 @@ def test_trials_land_on_both_nodes_and_local_stores_are_refused(two_nodes, mlflo
 
 
 EMBEDDED_RAY = """
-import json, sys, time
+import json, time
 import psutil
 from initsweep.sweep.cluster import connect
 
