@@ -382,41 +382,37 @@ class _PackedRun:
                 r.epochs.append(m)
 
     @torch.no_grad()
-    def _packed_eval(self, split: Split, generators=None, name: str = "val", both: bool = False) -> list:
-        """Per seed: the task's metrics on `split`; dropout on when `generators` is given. `both`: a pair of
-        such lists, dropout off and on, from one pass whose shared layers run once (`PackedMLP`)."""
+    def _packed_eval(self, split: Split, modes: tuple = (None,), name: str = "val") -> list[list[dict[str, float]]]:
+        """Per dropout mode in `modes` (None: off; the seeds' generators: on), per seed: the task's metrics on
+        `split`, all modes from one pass over it."""
         chunk = eval_chunk(split, self.num_classes, getattr(self.model, "eval_batch", 2000))
-        sums: list[dict[str, torch.Tensor]] = [{}, {}] if both else [{}]
+        sums: list[dict[str, torch.Tensor]] = [{} for _ in modes]
         for i in range(0, len(split), chunk):
             x, y = split.x[i : i + chunk], split.y[i : i + chunk]
-            if both:
-                outputs = self.model.logits_dropout_off_and_on(
-                    x.unsqueeze(0).expand(self.n_seeds, *x.shape), generators
-                )
-            else:
-                outputs = (self._forward(x, generators, train=False, shared=True),)
             ys = y.unsqueeze(0).expand(self.n_seeds, *y.shape)
-            for logits, mode in zip(outputs, sums, strict=True):
+            for logits, mode in zip(self._eval_logits(x, modes), sums, strict=True):
                 for k, v in self.task.sums(logits, ys).items():
                     mode[k] = mode.get(k, 0.0) + v.double().cpu()
         count = self.task.predictions(split.y.unsqueeze(0))
-        per_mode = [
+        return [
             [self.task.metrics({k: v[s].item() for k, v in mode.items()}, count, name) for s in range(self.n_seeds)]
             for mode in sums
         ]
-        return per_mode if both else per_mode[0]
+
+    def _eval_logits(self, x: torch.Tensor, modes: tuple) -> tuple[torch.Tensor, ...]:
+        """Logits of a chunk every seed sees, once per dropout mode. A `PackedMLP`'s dropout off and on share
+        the layers before its first dropout (the first layer's product): one pass runs them once."""
+        if isinstance(self.model, PackedMLP) and len(modes) == 2 and modes[0] is None:
+            return self.model.logits_dropout_off_and_on(x.unsqueeze(0).expand(self.n_seeds, *x.shape), modes[1])
+        return tuple(self._forward(x, generators, train=False, shared=True) for generators in modes)
 
     def _evaluate(self, split: Split, metrics: list[dict[str, float] | None], train_mode: bool) -> None:
-        if train_mode and isinstance(self.model, PackedMLP):  # dropout off and on in one pass
-            values, extra = self._packed_eval(split, self.dropouts, both=True)
-        else:
-            values = self._packed_eval(split)
-            extra = self._packed_eval(split, self.dropouts) if train_mode else None
+        values, *extra = self._packed_eval(split, (None, self.dropouts) if train_mode else (None,))
         for s, m in enumerate(metrics):
             if m is not None:
                 m |= values[s]
-                if extra is not None:
-                    m |= _train_mode_metrics(self.task, extra[s])
+                if extra:
+                    m |= _train_mode_metrics(self.task, extra[0][s])
 
     def state_dict(self) -> dict:
         state = {
@@ -448,7 +444,7 @@ class _PackedRun:
 
     def finish(self, data: Data) -> None:
         with self._trial_rng(keep=False):
-            values = self._packed_eval(data.test, name="test")
+            (values,) = self._packed_eval(data.test, name="test")
         for s, r in enumerate(self.results):
             penalties = {m: self.task.penalty(m) for m in self.task.info.test_metrics}
             r.test = penalties if r.diverged else _test_metrics(self.task, values[s])
