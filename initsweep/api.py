@@ -176,6 +176,7 @@ def run_sweep(
     `TrackingUnavailable` when the tracking server goes away mid-sweep (run it again to resume).
     """
     from initsweep.sweep.cluster import connect, ray_environment
+    from initsweep.sweep.storage import check_saved_state, experiment_dir
     from initsweep.tracking import Tracker, check_tracking_server, default_tracking_uri, mark
 
     mark("tracking_imported")  # the `INITSWEEP_TIMINGS` seam: the points a sweep passes, for bench/overhead.py
@@ -187,6 +188,8 @@ def run_sweep(
         printer(LISTEN_WARNING.format(listen=listen, exposed=EXPOSED[ray_dashboard]), file=sys.stderr)
     check_tracking_server(tracking_uri)  # in seconds, before any training (MLflow would retry for minutes)
     storage = _writable_storage(storage_path)
+    if not fresh:
+        check_saved_state(experiment_dir(sweep, storage))  # a resume that cannot read its state stops here
     if not verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter honours verbose=0
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")

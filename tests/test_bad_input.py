@@ -7,11 +7,14 @@ path through a real `python sweeps/run.py` process is checked in test_sweep.py."
 from __future__ import annotations
 
 import os
+import pickle
 
 import pytest
 from conftest import ROOT, cli_main
 
+from initsweep.config import load_config
 from initsweep.engine.data import load_raw
+from initsweep.sweep.storage import experiment_dir
 from initsweep.tracking import masked
 
 SEED = str(ROOT / "sweeps" / "seed_table.yaml")
@@ -70,6 +73,10 @@ CASES = [
     (["--listen", "0.0.0.0", "--address", "127.0.0.1:1"], "--listen 0.0.0.0: applies to the embedded Ray only"),
     (["--ray-dashboard", "--address", "127.0.0.1:1"], "--ray-dashboard: applies to the embedded Ray only, not to"),
     (["NO_DATA"], "fashion_mnist: no data files in NOWHERE"),
+    # a resume whose saved state does not read back (damaged by a disk or a hand: our writes are whole)
+    (["DAMAGED", "initsweep-sweep.json"], "TUNE/initsweep-sweep.json: this sweep's saved state does not read back"),
+    (["DAMAGED", "tuner.pkl"], "TUNE/tuner.pkl: this sweep's saved state does not read back (ValueError: pickle"),
+    (["DAMAGED", "experiment_state-2026-12-07_10-00-00.json"], "TUNE/experiment_state-2026-12-07_10-00-00.json"),
 ]
 
 
@@ -86,16 +93,24 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, monkeypatch, 
         monkeypatch.setenv("INITSWEEP_DATA_SOURCE", f"{tmp_path}-nowhere")
         load_raw.cache_clear()
         args, message = [], message.replace("NOWHERE", f"{tmp_path}-nowhere")
+    storage = tmp_path / "storage"
+    if args[:1] == ["DAMAGED"]:  # a sweep's Tune folder, its named file cut short
+        tune = experiment_dir(load_config(SEED), storage)
+        tune.mkdir(parents=True)
+        whole = {"initsweep-sweep.json": b'{"sweep_id": "0123456789ab"}', "tuner.pkl": pickle.dumps({"a": [1]})}
+        whole |= {args[1]: b'{"trial_data": []}'} if args[1].startswith("experiment_state") else {}
+        for name, data in whole.items():
+            (tune / name).write_bytes(data[: len(data) // 2] if name == args[1] else data)
+        args, message = [], message.replace("TUNE", str(tune))
     args = [
         str(tmp_path / "broken.yaml") if a == "BROKEN" else a.replace("FILE", str(tmp_path / "file.txt")) for a in args
     ]
     message = message.replace("FILE", str(tmp_path / "file.txt")).replace("BROKEN", str(tmp_path / "broken.yaml"))
     if not args or args[0].startswith("--"):
         args = [SEED, *args]
-    storage = tmp_path / "storage"
     if "--storage-path" not in args:
         args += ["--storage-path", str(storage)]
-    before = sorted(p.name for p in tmp_path.iterdir())
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     try:
         code = cli_main()(args)
     finally:
@@ -104,7 +119,8 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, monkeypatch, 
     assert code == 2, err[-2000:]
     assert err.count("\n") == 1 and err.startswith(f"error: {message}"), err
     assert out == ""
-    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no mlflow.db, mlruns, storage, journal
+    # nothing new (no mlflow.db, mlruns, storage or journal); a damaged Tune folder stays as it was
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
 
 
 def test_credentials_in_a_tracking_uri_are_masked():

@@ -18,6 +18,8 @@ import pytest
 from conftest import ROOT, free_port, mlflow_runs, progress_lines, run_cli, trial_of, wait_for_http
 from mlflow import MlflowClient
 
+from initsweep.sweep.storage import PARTIAL
+
 
 def assert_complete(runs: dict, n_trials: int, n_seeds: int) -> None:
     """One FINISHED parent, trial and seed runs, correctly nested, none duplicated or left RUNNING."""
@@ -244,6 +246,9 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     assert not set(finished_first) & set(finished_second)  # no finished trial trained twice
     assert len(finished_second) in (9 - len(interrupted["trial"]), 9 - len(finished_first))  # the rest, once
     assert_complete(mlflow_runs(uri, "seed_table"), n_trials=9, n_seeds=2)
+    tune_dir = next((tmp_path / "ray").glob("seed_table-*"))
+    assert b"initsweep.sweep.storage" in (tune_dir / "tuner.pkl").read_bytes()  # Tune wrote through ours
+    assert not list(tune_dir.rglob(f"*{PARTIAL}*"))  # and every file it wrote was renamed into place
 
 
 def test_bad_input_through_a_real_process_exits_2_and_creates_nothing(tmp_path):

@@ -1,12 +1,15 @@
 """The sweep's driver and worker pieces on their own: the checkpoint lookup, the progress line, the callbacks
-after a restore, and the fast front door (no torch or Ray for --help and config errors)."""
+after a restore, the Tune folder's whole-file writes, and the fast front door (no torch or Ray for --help
+and config errors)."""
 
 from __future__ import annotations
 
 import pickle
+import signal
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import ROOT
 from hypothesis import given
@@ -18,6 +21,7 @@ from initsweep.results import SeedResult, seeds_to_json
 from initsweep.sweep.callbacks import Live, Progress, attach, last_of, progress_line, result_of
 from initsweep.sweep.callbacks import cells as cells_of
 from initsweep.sweep.space import cell_params, grid_cells, shard_tail, trial_from_params
+from initsweep.sweep.storage import PARTIAL, whole_filesystem
 from initsweep.sweep.trainable import CHECKPOINT_FILE, latest_state
 
 SMOKE = parse_config({"name": "p", "seeds": [0, 1], "schemes": ["orthogonal"], "train": {"epochs": 3}})
@@ -33,6 +37,44 @@ def test_the_newest_whole_checkpoint_is_the_one_resumed(tmp_path):
     whole = (tmp_path / "checkpoint_000002" / CHECKPOINT_FILE).read_bytes()
     (tmp_path / "checkpoint_000003" / CHECKPOINT_FILE).write_bytes(whole[: len(whole) // 2])  # cut short
     assert latest_state(tmp_path)["epoch"] == 2
+
+
+KILLED_WRITER = """
+import sys, pyarrow.fs
+from initsweep.sweep.storage import whole_filesystem
+fs = whole_filesystem() if sys.argv[2] == "whole" else pyarrow.fs.LocalFileSystem()
+out = fs.open_output_stream(sys.argv[1])
+out.write(b"new state, its first half;")
+out.flush()
+print("mid-write", flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+@pytest.mark.parametrize("filesystem", ["local", "whole"])
+def test_a_process_killed_mid_write_leaves_the_last_whole_file_only_through_our_filesystem(tmp_path, filesystem):
+    """Tune writes its state through `RunConfig.storage_filesystem`: through pyarrow's local filesystem a
+    driver killed mid-write left `tuner.pkl` cut short (the resume then failed); through ours it leaves
+    the last whole version, and the next write replaces it whole."""
+    state = tmp_path / "tuner.pkl"
+    state.write_bytes(b"old state")
+    writer = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(state), filesystem],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert writer.stdout.readline() == b"mid-write\n"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    if filesystem == "local":  # the failure this guards against, reproduced
+        assert state.read_bytes() == b"new state, its first half;"
+        return
+    assert state.read_bytes() == b"old state"
+    assert [p.name for p in tmp_path.glob(f"*{PARTIAL}*")] != []  # the cut-short copy, under a name nothing reads
+    with whole_filesystem().open_output_stream(str(state)) as out:
+        out.write(b"new state")
+    assert state.read_bytes() == b"new state"
 
 
 def test_the_progress_line_says_what_finished_and_how_far_the_sweep_is():

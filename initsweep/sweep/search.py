@@ -8,7 +8,6 @@ parameters (named `scheme.param`, so each scheme's parameters are their own dime
 
 from __future__ import annotations
 
-import os
 import pickle
 import warnings
 from typing import Any
@@ -18,6 +17,7 @@ from ray.tune.search import Searcher
 
 from initsweep.catalog.schemes import Range
 from initsweep.config import SearchConfig
+from initsweep.sweep.storage import write_whole
 
 __all__ = ["BatchedOptunaSearch", "OptunaSpace", "PickledSearcher", "make_sampler", "study_name"]
 
@@ -72,11 +72,8 @@ class PickledSearcher(Searcher):
     Tune saves it with the experiment and a resumed sweep restores it."""
 
     def save(self, checkpoint_path: str) -> None:
-        """Written beside and renamed into place, so a driver killed mid-write leaves the last state whole."""
-        partial = f"{checkpoint_path}.partial"
-        with open(partial, "wb") as f:
-            pickle.dump(self.__getstate__(), f)
-        os.replace(partial, checkpoint_path)
+        """Written whole, so a driver killed mid-write leaves the last state whole."""
+        write_whole(checkpoint_path, pickle.dumps(self.__getstate__()))
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:

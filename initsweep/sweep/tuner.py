@@ -8,10 +8,7 @@ identified by its name and a hash of its config (resources excluded), so the sam
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,22 +29,11 @@ from initsweep.sweep.resources import GIB
 from initsweep.sweep.search import BatchedOptunaSearch, study_name
 from initsweep.sweep.space import grid_cells, shard_tail
 from initsweep.sweep.staged import StagedSearch
+from initsweep.sweep.storage import experiment_dir, sweep_id_in, whole_filesystem
 from initsweep.sweep.trainable import StoredData, train_trial
 from initsweep.tracking import Tracker, TrackingUnavailable, is_local_uri, mark, masked, read_failures, read_sweep
 
-__all__ = ["SlotUse", "SweepOutcome", "experiment_dir", "optuna_location", "run_sweep", "slot_count", "sweep_hash"]
-
-SWEEP_FILE = "initsweep-sweep.json"
-
-
-def sweep_hash(sweep: SweepConfig) -> str:
-    """Identifies what a sweep computes (resources excluded): the same config resumes the same sweep."""
-    science = sweep.model_dump(mode="json", exclude={"resources"})
-    return hashlib.sha256(json.dumps(science, sort_keys=True).encode()).hexdigest()[:8]
-
-
-def experiment_dir(sweep: SweepConfig, storage_path: str) -> Path:
-    return Path(storage_path).expanduser().resolve() / f"{sweep.name}-{sweep_hash(sweep)}"
+__all__ = ["SlotUse", "SweepOutcome", "optuna_location", "run_sweep", "slot_count"]
 
 
 @dataclass(frozen=True)
@@ -85,19 +71,6 @@ class SweepOutcome:
     """How busy the trial slots were while Tune ran (None when no trial ran in this run)."""
 
 
-def _sweep_id(exp_dir: Path, fresh: bool) -> str:
-    """The sweep's id, kept in its Tune folder; `fresh` moves an earlier start aside first."""
-    meta = exp_dir / SWEEP_FILE
-    if fresh and exp_dir.exists():
-        exp_dir.rename(exp_dir.with_name(f"{exp_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"))
-    if meta.is_file():
-        return json.loads(meta.read_text())["sweep_id"]
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    sweep_id = uuid.uuid4().hex[:12]
-    meta.write_text(json.dumps({"sweep_id": sweep_id}))
-    return sweep_id
-
-
 def run_sweep(
     sweep: SweepConfig,
     data: Data | StoredData,
@@ -121,7 +94,9 @@ def run_sweep(
     exp_dir = experiment_dir(sweep, storage_path)
     check_resources(sweep.resources, printer)  # before anything is written: a trial no node can hold
     check_cluster(is_local_uri(tracker.tracking_uri), masked(tracker.tracking_uri), exp_dir.parent)
-    sweep_id = _sweep_id(exp_dir, fresh)
+    sweep_id = sweep_id_in(exp_dir, fresh)
+    storage = whole_filesystem()
+    can_restore = tune.Tuner.can_restore(str(exp_dir), storage)
     if data_lineage is None and isinstance(data, Data):
         data_lineage = lineage(sweep.data, data)
     parent = tracker.start_sweep(sweep, sweep_id, str(exp_dir), data_lineage)
@@ -138,10 +113,11 @@ def run_sweep(
         },
     )
     attach(sweep_id, Live(sweep, tracker, printer, progress_bar))  # before a restore unpickles the callbacks
-    can_restore = tune.Tuner.can_restore(str(exp_dir))
     if can_restore:
         printer(f"resuming sweep {sweep_id} from {exp_dir}", flush=True)
-        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=False, restart_errored=False)
+        tuner = tune.Tuner.restore(
+            str(exp_dir), trainable, resume_errored=False, restart_errored=False, storage_filesystem=storage
+        )
     else:
         tuner = tune.Tuner(
             trainable,
@@ -150,6 +126,7 @@ def run_sweep(
             run_config=tune.RunConfig(
                 name=exp_dir.name,
                 storage_path=str(exp_dir.parent),
+                storage_filesystem=storage,  # every file written whole: a killed driver leaves state that reads
                 callbacks=[Progress(sweep_id), RecordTrials(sweep_id)],
                 verbose=2 if verbose else 0,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the last epoch's is all a retry needs
