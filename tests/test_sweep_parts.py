@@ -77,6 +77,34 @@ def test_a_process_killed_mid_write_leaves_the_last_whole_file_only_through_our_
     assert state.read_bytes() == b"new state"
 
 
+FULL_DISK_WRITER = """
+import resource, signal, sys
+from initsweep.sweep.storage import whole_filesystem, write_whole
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails (EFBIG), as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # (after taking the first 4096 bytes: a raw write
+try:                                                     # may write part of what it is given)
+    with whole_filesystem().open_output_stream(sys.argv[1]) as out:  # Tune's way
+        out.write(b"new state " * 1000)
+except OSError as err:
+    print(type(err).__name__)
+try:
+    write_whole(sys.argv[1], b"new state " * 1000)  # ours
+except OSError as err:
+    print(type(err).__name__)
+"""
+
+
+def test_a_write_that_fails_leaves_the_last_whole_file_and_no_partial_copy(tmp_path):
+    state = tmp_path / "experiment_state-1.json"
+    state.write_bytes(b"old state")
+    writer = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_WRITER, str(state)], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert writer.stdout.split() == ["OSError", "OSError"], writer.stderr[-2000:]
+    assert state.read_bytes() == b"old state"
+    assert [p.name for p in tmp_path.iterdir()] == [state.name]
+
+
 def test_the_progress_line_says_what_finished_and_how_far_the_sweep_is():
     last = {"objective": 85.123, "val_accuracy_std": 0.41, "epoch": 3, "diverged": 0, "restored_epoch": 0}
     line = progress_line(

@@ -51,25 +51,38 @@ def _partial_name(path: str | Path) -> str:
     return f"{path}{PARTIAL}{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}"
 
 
-def write_whole(path: str | Path, data: bytes | str) -> None:
-    """Write `path` whole or not at all (beside it, then renamed into place)."""
-    partial = _partial_name(path)
-    with open(partial, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-    os.replace(partial, path)
-
-
 class _RenamedWhenClosed(io.FileIO):
-    """A file written under a partial name and renamed to its destination when closed."""
+    """A file written under a partial name and renamed to its destination when closed; after a failed
+    write (a full disk) it is removed instead, and the destination keeps its last whole version."""
 
     def __init__(self, path: str):
-        self.destination, partial = path, _partial_name(path)
-        super().__init__(partial, "w")
+        self.destination, self.failed = path, False
+        super().__init__(_partial_name(path), "w")
+
+    def write(self, data) -> int:
+        """All of `data` (a raw write may take part of it) or an error."""
+        view, done = memoryview(data).cast("B"), 0
+        try:
+            while done < len(view):
+                done += super().write(view[done:])
+        except BaseException:
+            self.failed = True
+            raise
+        return done
 
     def close(self) -> None:
         if not self.closed:
             super().close()
-            os.replace(self.name, self.destination)
+            if self.failed:
+                os.unlink(self.name)
+            else:
+                os.replace(self.name, self.destination)
+
+
+def write_whole(path: str | Path, data: bytes | str) -> None:
+    """Write `path` whole or not at all (beside it, then renamed into place)."""
+    with _RenamedWhenClosed(str(path)) as f:
+        f.write(data.encode() if isinstance(data, str) else data)
 
 
 class WholeFiles(pyarrow.fs.FileSystemHandler):
