@@ -18,7 +18,6 @@ import io
 import json
 import os
 import pickletools
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -48,7 +47,7 @@ PARTIAL = ".partial-"
 
 
 def _partial_name(path: str | Path) -> str:
-    return f"{path}{PARTIAL}{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:8]}"
+    return f"{path}{PARTIAL}{uuid.uuid4().hex}"
 
 
 class _RenamedWhenClosed(io.FileIO):
@@ -93,9 +92,6 @@ class WholeFiles(pyarrow.fs.FileSystemHandler):
 
     def __eq__(self, other) -> bool:
         return isinstance(other, WholeFiles)
-
-    def __ne__(self, other) -> bool:
-        return not self == other
 
     def __reduce__(self):  # workers get the same filesystem (Tune sends it with each trial)
         return WholeFiles, ()
