@@ -13,7 +13,7 @@ cp constraints.txt "$old"
 INITSWEEP_UNLOCKED=1 scripts/setup.sh true
 {
   echo "# The exact versions the test suite passed with (scripts/lock.sh writes this file; do not edit by hand)."
-  echo "# scripts/setup.sh installs them: pip install -c constraints.txt -e '.[dev]'"
+  echo "# scripts/setup.sh installs them: uv pip install -c constraints.txt -e '.[dev]' (pip where uv cannot)"
   "$INITSWEEP_VENV/bin/python" -m pip freeze --exclude-editable | grep -v '^initsweep'
 } > constraints.txt
 if ! scripts/setup.sh python -m pytest "$@"; then

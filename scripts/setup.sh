@@ -43,9 +43,14 @@ if [ -n "${INITSWEEP_UNLOCKED:-}" ]; then lock=(); else lock=(-c constraints.txt
 stamp="$VENV/.initsweep-installed"
 want=$(cat pyproject.toml "${lock[@]:1}" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing initsweep and its dependencies into $VENV (a few minutes the first time)"
-  "$VENV/bin/python" -m pip install -qq --upgrade pip
-  "$VENV/bin/python" -m pip install -qq "${lock[@]}" -e '.[dev]'
+  echo "setup: installing initsweep and its dependencies into $VENV (about a minute the first time)"
+  # uv (locked too) unpacks the 6 GB of wheels in parallel: 35 s here, against 205 s with pip. pip is
+  # the fallback, e.g. where only pip's own configuration (pip.conf) reaches your package index.
+  if ! { "$VENV/bin/python" -m pip install -qq "${lock[@]}" uv &&
+    "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" "${lock[@]}" -e '.[dev]'; }; then
+    echo "setup: uv did not install; installing with pip instead"
+    "$VENV/bin/python" -m pip install -qq "${lock[@]}" -e '.[dev]'
+  fi
   echo "$want" > "$stamp"
 fi
 
