@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest
 from conftest import ROOT, free_port, mlflow_runs, progress_lines, run_cli, trial_of, wait_for_http
 from mlflow import MlflowClient
 
-from initsweep.sweep.storage import PARTIAL
+from initsweep.sweep.storage import PARTIAL, STALE_AFTER_S
 
 
 def assert_complete(runs: dict, n_trials: int, n_seeds: int) -> None:
@@ -235,6 +237,11 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     # its line cut off (both workers finish at about the same time)
     assert len(finished_first) <= len(interrupted["trial"]) <= len(finished_first) + 1
     assert all(r.info.status == "FINISHED" for r in interrupted["trial"] + interrupted["seed"])
+    tune_dir = next((tmp_path / "ray").glob("seed_table-*"))
+    stale = time.time() - STALE_AFTER_S - 1
+    for left in (tune_dir / f"tuner.pkl{PARTIAL}0", next(tune_dir.glob("*/checkpoint_*")) / f"state{PARTIAL}0"):
+        left.write_bytes(b"what a killed writer left")  # (this run was interrupted, not killed)
+        os.utime(left, (stale, stale))
 
     second = run_cli(
         *("--set", "data.limit=1500", "--set", "train.epochs=1", "--set", "seeds=[0,1]"),
@@ -246,9 +253,8 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     assert not set(finished_first) & set(finished_second)  # no finished trial trained twice
     assert len(finished_second) in (9 - len(interrupted["trial"]), 9 - len(finished_first))  # the rest, once
     assert_complete(mlflow_runs(uri, "seed_table"), n_trials=9, n_seeds=2)
-    tune_dir = next((tmp_path / "ray").glob("seed_table-*"))
     assert b"initsweep.sweep.storage" in (tune_dir / "tuner.pkl").read_bytes()  # Tune wrote through ours
-    assert not list(tune_dir.rglob(f"*{PARTIAL}*"))  # and every file it wrote was renamed into place
+    assert not list(tune_dir.rglob(f"*{PARTIAL}*"))  # every file it wrote renamed into place, the stale ones gone
 
 
 def test_bad_input_through_a_real_process_exits_2_and_creates_nothing(tmp_path):

@@ -4,10 +4,12 @@ and config errors)."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -21,7 +23,7 @@ from initsweep.results import SeedResult, seeds_to_json
 from initsweep.sweep.callbacks import Live, Progress, attach, last_of, progress_line, result_of
 from initsweep.sweep.callbacks import cells as cells_of
 from initsweep.sweep.space import cell_params, grid_cells, shard_tail, trial_from_params
-from initsweep.sweep.storage import PARTIAL, whole_filesystem
+from initsweep.sweep.storage import PARTIAL, STALE_AFTER_S, remove_stale_partials, whole_filesystem
 from initsweep.sweep.trainable import CHECKPOINT_FILE, latest_state
 
 SMOKE = parse_config({"name": "p", "seeds": [0, 1], "schemes": ["orthogonal"], "train": {"epochs": 3}})
@@ -71,10 +73,17 @@ def test_a_process_killed_mid_write_leaves_the_last_whole_file_only_through_our_
         assert state.read_bytes() == b"new state, its first half;"
         return
     assert state.read_bytes() == b"old state"
-    assert [p.name for p in tmp_path.glob(f"*{PARTIAL}*")] != []  # the cut-short copy, under a name nothing reads
+    [left] = tmp_path.glob(f"*{PARTIAL}*")  # the cut-short copy, under a name nothing reads
     with whole_filesystem().open_output_stream(str(state)) as out:
         out.write(b"new state")
+        # A resume removes what a dead writer left, not what a live one is writing (written to just now).
+        assert remove_stale_partials(tmp_path) == 0 and left.exists()
+        old = time.time() - STALE_AFTER_S - 1
+        os.utime(left, (old, old))
+        assert remove_stale_partials(tmp_path) == 1 and not left.exists()
+        assert len(list(tmp_path.glob(f"*{PARTIAL}*"))) == 1  # the live writer's, still being written
     assert state.read_bytes() == b"new state"
+    assert [p.name for p in tmp_path.iterdir()] == [state.name]
 
 
 FULL_DISK_WRITER = """

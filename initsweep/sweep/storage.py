@@ -7,12 +7,14 @@ mid-write left it truncated, and the next run's restore failed on it (`EOFError`
 `tuner.pkl`; a resumed run re-uploads every top-level `.json` and `.pkl`, so any of them could be hit).
 `whole_filesystem()` is the local filesystem with one change: a file is written beside its destination
 and renamed into place when closed, so a killed process leaves the last whole version (and a
-`*.partial-*` file that nothing reads). Rename is atomic on a local disk and on NFS; it guards against a
-killed process, not a lost machine's unflushed page cache.
+`*.partial-*` file that nothing reads, removed when the sweep resumes: `remove_stale_partials`).
+Rename is atomic on a local disk and on NFS; it guards against a killed process, not a lost machine's
+unflushed page cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -30,10 +32,12 @@ from initsweep.config import ConfigError, SweepConfig
 
 __all__ = [
     "PARTIAL",
+    "STALE_AFTER_S",
     "SWEEP_FILE",
     "WholeFiles",
     "check_saved_state",
     "experiment_dir",
+    "remove_stale_partials",
     "sweep_hash",
     "sweep_id_in",
     "whole_filesystem",
@@ -44,6 +48,9 @@ SWEEP_FILE = "initsweep-sweep.json"
 
 PARTIAL = ".partial-"
 """What a file being written is named after: `NAME.partial-<unique>` until it is renamed to NAME."""
+
+STALE_AFTER_S = 60.0
+"""A partial file unchanged this long is a dead writer's (a live one writes on; a checkpoint takes ms)."""
 
 
 def _partial_name(path: str | Path) -> str:
@@ -170,6 +177,18 @@ def sweep_id_in(exp_dir: Path, fresh: bool) -> str:
     new_id = uuid.uuid4().hex[:12]
     write_whole(meta, json.dumps({"sweep_id": new_id}))
     return new_id
+
+
+def remove_stale_partials(exp_dir: Path, older_than_s: float = STALE_AFTER_S) -> int:
+    """Remove the partial files killed writers left in a sweep's folder (a checkpoint's can be megabytes);
+    a file written to within `older_than_s` may be a live writer's and stays. Returns how many went."""
+    cutoff, removed = time.time() - older_than_s, 0
+    for path in exp_dir.rglob(f"*{PARTIAL}*"):
+        with contextlib.suppress(FileNotFoundError):  # its writer renamed or removed it meanwhile
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def check_saved_state(exp_dir: Path) -> None:

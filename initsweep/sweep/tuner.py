@@ -29,7 +29,7 @@ from initsweep.sweep.resources import GIB
 from initsweep.sweep.search import BatchedOptunaSearch, study_name
 from initsweep.sweep.space import grid_cells, shard_tail
 from initsweep.sweep.staged import StagedSearch
-from initsweep.sweep.storage import experiment_dir, sweep_id_in, whole_filesystem
+from initsweep.sweep.storage import experiment_dir, remove_stale_partials, sweep_id_in, whole_filesystem
 from initsweep.sweep.trainable import StoredData, train_trial
 from initsweep.tracking import Tracker, TrackingUnavailable, is_local_uri, mark, masked, read_failures, read_sweep
 
@@ -115,6 +115,7 @@ def run_sweep(
     attach(sweep_id, Live(sweep, tracker, printer, progress_bar))  # before a restore unpickles the callbacks
     if can_restore:
         printer(f"resuming sweep {sweep_id} from {exp_dir}", flush=True)
+        remove_stale_partials(exp_dir)  # what writes cut short by a kill left beside their whole versions
         tuner = tune.Tuner.restore(
             str(exp_dir), trainable, resume_errored=False, restart_errored=False, storage_filesystem=storage
         )
