@@ -76,7 +76,8 @@ def test_a_process_killed_mid_write_leaves_the_last_whole_file_only_through_our_
     [left] = tmp_path.glob(f"*{PARTIAL}*")  # the cut-short copy, under a name nothing reads
     with whole_filesystem().open_output_stream(str(state)) as out:
         out.write(b"new state")
-        # A resume removes what a dead writer left, not what a live one is writing (written to just now).
+        # A resume removes partial files unchanged for a minute (a dead writer's), not fresher ones (a live
+        # writer's, like this one's, or one a writer left seconds ago).
         assert remove_stale_partials(tmp_path) == 0 and left.exists()
         old = time.time() - STALE_AFTER_S - 1
         os.utime(left, (old, old))
