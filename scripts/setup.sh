@@ -43,7 +43,7 @@ if [ -n "${INITSWEEP_UNLOCKED:-}" ]; then lock=(); else lock=(-c constraints.txt
 stamp="$VENV/.initsweep-installed"
 want=$(cat pyproject.toml "${lock[@]:1}" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing initsweep and its dependencies into $VENV (about a minute the first time)"
+  echo "setup: installing initsweep and its dependencies into $VENV (a minute or two the first time)"
   # uv (locked too) unpacks the 6 GB of wheels in parallel: a fresh clone's set-up took 94 s here, 205 s
   # with pip. It compiles the bytecode as pip does: where PYTHONDONTWRITEBYTECODE is set (as here) every
   # process would compile torch, Ray and MLflow again. pip is the fallback, e.g. where only pip's own
