@@ -31,6 +31,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = range(5)
 EPOCHS = 2
+STEPS = EPOCHS * 48_000 // 100  # each model's train steps: 480 batches of 100 an epoch
+TARGETS = {"peer_preloaded": 4, "peer_dataloader": 10}  # issue 25: ours at least this many times faster
 
 
 def _uniform_fan_in(w: torch.Tensor) -> None:
@@ -217,7 +219,10 @@ def ours() -> float:
 
 
 def peer_rows(root: str) -> dict[str, float]:
-    """(J) our sweep and both peers, one after another in this run; seconds and models/min each."""
+    """(J) our sweep and both peers, one after another in this run; seconds and models/min each; and the
+    floor under any sweep of these models on this machine (`step.sweep_floor`), against each target."""
+    from step import sweep_floor
+
     models = len(INITS) * len(SEEDS)
     rows = {
         "ours": ours(),
@@ -228,7 +233,24 @@ def peer_rows(root: str) -> dict[str, float]:
     out["models"] = models
     out["x_dataloader_peer"] = rows["peer_dataloader"] / rows["ours"]
     out["x_preloaded_peer"] = rows["peer_preloaded"] / rows["ours"]
+    out["floor"] = sweep_floor(models, STEPS)
     return out
+
+
+def target_lines(j: dict) -> list[str]:
+    """Each ratio target against the floor: a sweep that must finish within the target's time, but whose
+    train steps alone take longer at the floor, cannot meet it on this machine with torch's kernels."""
+    floor = j["floor"]["bound_s"]
+    lines = []
+    for peer, times in TARGETS.items():
+        limit = j[f"{peer}_s"] / times
+        verdict = (
+            "out of reach on this machine: the floor alone is longer"
+            if floor > limit
+            else f"not out of reach: the floor leaves {limit - floor:.1f} s for validation, start and end"
+        )
+        lines.append(f"  {times}x the {peer.removeprefix('peer_')} peer is {limit:.1f} s; {verdict}")
+    return lines
 
 
 def print_peers(j: dict[str, float]) -> None:
@@ -243,3 +265,10 @@ def print_peers(j: dict[str, float]) -> None:
         f"  ours is {j['x_dataloader_peer']:.1f}x the DataLoader peer and "
         f"{j['x_preloaded_peer']:.1f}x the preloaded peer"
     )
+    f = j["floor"]
+    print(
+        f"  floor: the {f['models']} models' {f['steps']} train steps each, at the step's floor in sequence "
+        f"({f['per_model_step_ms']:.2f} ms a model-step on {f['cores']} cores; its products, fused Adam, "
+        f"gathers and draws, nothing else), take {f['bound_s']:.1f} s at least"
+    )
+    print("\n".join(target_lines(j)))

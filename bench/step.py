@@ -24,15 +24,17 @@ images per step on FashionMNIST's training images, from the same weights and bat
   each seed keeps its own stream); its compile time is counted apart, and a failure to compile is a row
   saying so, not a crash;
 - `matmuls alone`: the step's matrix products at its shapes and nothing else (`matmul_floor`);
-- `Adam alone`: the fused Adam step over the packed weights and given gradients, nothing else;
+- `Adam alone`: torch's fused Adam kernel over the packed weights and given gradients, nothing else
+  (`BareAdam`: without `torch.optim.Adam`'s Python around it);
 - `gather alone`: each seed's batch of images and labels gathered from the training set (`Split.rows`);
 - `draws alone`: each seed's dropout bits drawn from its own generator, both hidden layers;
 - `floor`: the four added: the work any packed step of this experiment does (its products, its optimizer,
   each seed its own batch and its own dropout stream), however little its activations, masks and loss cost;
 - `floor in sequence`: the floor's work run as a step runs it, on the step's own weights and Adam state:
   each seed's batch gathered and dropout bits drawn, the forward products, the weight, bias and input
-  gradients' products from a fixed output gradient, fused Adam; nothing else (no ReLU, masks, loss or
-  autograd). Slower than the four parts alone: in a step they evict one another's data from the caches;
+  gradients' products from a fixed output gradient, fused Adam (`BareAdam`); nothing else (no ReLU, masks,
+  loss, autograd, schedule or optimizer Python). Slower than the four parts alone: in a step they evict
+  one another's data from the caches;
 - `elementwise alone` (not in the floor): the engine's other kernels at the step's shapes, with nothing
   between them: ReLU, the masks built and applied, the loss and its gradient, ReLU's and dropout's
   backward, the bias gradients. The floor plus this is the engine less its Python and autograd.
@@ -88,14 +90,51 @@ def _models(seeds: int) -> list[torch.nn.Sequential]:
     return [seed_table_mlp("PyTorch default", s) for s in range(seeds)]
 
 
+class BareAdam:
+    """Adam as torch's fused kernel alone: `torch._fused_adam_` on the parameter lists, with none of
+    `torch.optim.Adam`'s Python around it (its hooks, checks, grouping and state lookups). The floor's
+    optimizer: what any Adam step costs at least with torch's kernels. The same numbers as
+    `torch.optim.Adam(fused=True)` with its defaults, bit for bit (tests/test_bench.py)."""
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.params = list(params)
+        self.exp_avgs = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sqs = [torch.zeros_like(p) for p in self.params]
+        self.steps = [torch.zeros((), dtype=torch.float32) for _ in self.params]  # as torch keeps them, fused
+        self.lr, self.betas, self.eps = lr, betas, eps
+
+    @torch.no_grad()
+    def step(self) -> None:
+        torch._foreach_add_(self.steps, 1)
+        torch._fused_adam_(
+            self.params,
+            [p.grad for p in self.params],
+            self.exp_avgs,
+            self.exp_avg_sqs,
+            [],
+            self.steps,
+            lr=self.lr,
+            beta1=self.betas[0],
+            beta2=self.betas[1],
+            weight_decay=0.0,
+            eps=self.eps,
+            amsgrad=False,
+            maximize=False,
+        )
+
+
 class Setup:
     """A packed model, its optimizer and schedule, per-seed batch orders and dropout streams: one variant."""
 
-    def __init__(self, train: Split, seeds: int, adam: dict, schedule: bool = True):
+    def __init__(self, train: Split, seeds: int, adam: dict | None, schedule: bool = True):
+        """`adam`: torch.optim.Adam's options, or None for `BareAdam` (the floor's: no schedule then)."""
         self.train, self.seeds = train, seeds
         self.model = PackedMLP(_models(seeds))
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, **adam)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: 1.0) if schedule else None
+        if adam is None:
+            self.optimizer, self.scheduler = BareAdam(self.model.parameters()), None
+        else:
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, **adam)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: 1.0) if schedule else None
         self.generators = [torch.Generator().manual_seed(1000 + s) for s in range(seeds)]
         orders = [torch.Generator().manual_seed(s) for s in range(seeds)]
         self.perms = torch.stack([torch.randperm(len(train), generator=g) for g in orders])
@@ -202,7 +241,8 @@ def make_compiled_step(fn: Callable) -> Callable[[Setup], None]:
 
 def sequence_floor(setup: Setup) -> None:
     """A step of the floor's work in a step's order, on the step's own state: gather, dropout draws, the
-    products forward and back from a fixed output gradient, the bias sums, fused Adam. Nothing else."""
+    products forward and back from a fixed output gradient, the bias sums, fused Adam (`BareAdam` when the
+    setup has it, and no schedule then). Nothing else."""
     x, _ = setup.train.rows(setup.batch())
     weights, biases = list(setup.model.weights), list(setup.model.biases)
     for w in weights[:-1]:
@@ -250,7 +290,7 @@ def adam_alone(seeds: int) -> Callable[[Setup | None], None]:
     params = list(PackedMLP(_models(seeds)).parameters())
     for p in params:
         p.grad = torch.randn_like(p)
-    optimizer = torch.optim.Adam(params, lr=1e-3, fused=True)
+    optimizer = BareAdam(params)
     return lambda _: optimizer.step()
 
 
@@ -316,6 +356,41 @@ def time_steps(step: Callable[[Setup | None], None], setup: Setup | None, steps:
     return best
 
 
+def sweep_floor(models: int, steps: int, cores: int = 2, steps_timed: int = 120, repeats: int = 5) -> dict:
+    """A lower bound on the wall time of any sweep that trains `models` seed-table MLPs for `steps` steps
+    each on `cores` cores, with torch's kernels: the floor in sequence per model-step (`sequence_floor`,
+    nothing but its products, bare fused Adam, gathers and draws), at the better of the two arrangements
+    a sweep can use: one thread per core, 5 seeds a process (as our trials run), or all cores on one
+    process of 8 seeds. Each is timed alone on the machine, so without the memory bandwidth two trials
+    share; validation, the test set and every start and end cost are left out: a sweep takes longer."""
+    from initsweep.config import DataConfig
+    from initsweep.engine.data import load_configured
+
+    threads_before = torch.get_num_threads()
+    train = load_configured(DataConfig()).train
+
+    def floor_s(threads: int, seeds: int) -> float:
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        return time_steps(sequence_floor, Setup(train, seeds, None), steps_timed, repeats)
+
+    try:
+        per_trial, per_process = floor_s(1, 5), floor_s(cores, 8)
+    finally:
+        torch.set_num_threads(threads_before)
+    # Wall seconds per model-step: 5 seeds on one thread, every core running such a trial; or 8 on all cores.
+    per_model_step = min(per_trial / 5 / cores, per_process / 8)
+    return {
+        "models": models,
+        "steps": steps,
+        "cores": cores,
+        "floor_ms_1_thread_5_seeds": per_trial * 1e3,
+        "floor_ms_all_threads_8_seeds": per_process * 1e3,
+        "per_model_step_ms": per_model_step * 1e3,
+        "bound_s": models * steps * per_model_step,
+    }
+
+
 def step_rows(seeds: int = 8, steps: int = 120, repeats: int = 5) -> dict:
     """(K) every lever's ms/step against the engine's, and the step's FLOP bound."""
     from initsweep.config import DataConfig
@@ -349,7 +424,7 @@ def step_rows(seeds: int = 8, steps: int = 120, repeats: int = 5) -> dict:
     timed.append(("Adam alone", adam_alone(seeds), None))
     timed.append(("gather alone", gather_alone(train, seeds), None))
     timed.append(("draws alone", draws_alone(seeds), None))
-    timed.append(("floor in sequence", sequence_floor, Setup(train, seeds, {"fused": True})))
+    timed.append(("floor in sequence", sequence_floor, Setup(train, seeds, None)))
     timed.append(("elementwise alone", elementwise_alone(seeds), None))
     # Round-robin: each round times every variant once, so a slow stretch of the machine hits them alike.
     best = dict.fromkeys((name for name, _, _ in timed), float("inf"))

@@ -88,3 +88,47 @@ def test_the_overhead_rows_read_the_sweeps_marks_and_final_line(tmp_path):
         final_line("error: something")
     tiny = load_config(ROOT / "sweeps" / "smoke.yaml", tiny_overrides(200))
     assert tiny.n_trials == 200 and tiny.seeds == [0] and len({t.train.lr for t in tiny.trials()}) == 200
+
+
+def test_the_floors_bare_adam_is_torchs_fused_adam_bit_for_bit():
+    """(K)'s and (J)'s floor times torch's fused Adam kernel without the Optimizer's Python: the same step."""
+    from step import BareAdam
+
+    torch.manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(3, 7, 5)), torch.nn.Parameter(torch.randn(3, 1, 5))]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    start = [p.detach().clone() for p in ours]
+    bare, adam = BareAdam(ours), torch.optim.Adam(theirs, lr=1e-3, fused=True)
+    for _ in range(4):
+        for p, q in zip(ours, theirs, strict=True):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        bare.step()
+        adam.step()
+    assert all(torch.equal(p, q) for p, q in zip(ours, theirs, strict=True))
+    assert not any(torch.equal(p, q) for p, q in zip(ours, start, strict=True))  # and both took steps
+
+
+def test_the_sweep_floor_is_models_times_steps_at_the_better_arrangement():
+    """(J)'s lower bound: the floor per model-step, the better of 5 seeds on each of 2 cores and 8 on both."""
+    from step import sweep_floor
+
+    threads = torch.get_num_threads()
+    f = sweep_floor(models=45, steps=960, cores=2, steps_timed=2, repeats=1)
+    per_model_step = min(f["floor_ms_1_thread_5_seeds"] / 10, f["floor_ms_all_threads_8_seeds"] / 8)
+    assert f["per_model_step_ms"] == pytest.approx(per_model_step)
+    assert f["bound_s"] == pytest.approx(45 * 960 * per_model_step / 1e3)
+    assert torch.get_num_threads() == threads  # as it found them
+
+
+def test_a_ratio_target_is_out_of_reach_only_where_the_floor_is_longer_than_it_allows():
+    from peers import target_lines
+
+    run = {"peer_preloaded_s": 400.0, "peer_dataloader_s": 1000.0, "floor": {"bound_s": 99.0}}
+    room = "not out of reach: the floor leaves 1.0 s for validation, start and end"
+    assert target_lines(run) == [
+        f"  4x the preloaded peer is 100.0 s; {room}",
+        f"  10x the dataloader peer is 100.0 s; {room}",
+    ]
+    run["floor"]["bound_s"] = 100.5
+    assert all(line.endswith("out of reach on this machine: the floor alone is longer") for line in target_lines(run))
