@@ -357,12 +357,13 @@ def time_steps(step: Callable[[Setup | None], None], setup: Setup | None, steps:
 
 
 def sweep_floor(models: int, steps: int, cores: int = 2, steps_timed: int = 120, repeats: int = 5) -> dict:
-    """A lower bound on the wall time of any sweep that trains `models` seed-table MLPs for `steps` steps
-    each on `cores` cores, with torch's kernels: the floor in sequence per model-step (`sequence_floor`,
-    nothing but its products, bare fused Adam, gathers and draws), at the better of the two arrangements
-    a sweep can use: one thread per core, 5 seeds a process (as our trials run), or all cores on one
-    process of 8 seeds. Each is timed alone on the machine, so without the memory bandwidth two trials
-    share; validation, the test set and every start and end cost are left out: a sweep takes longer."""
+    """A lower bound on the wall time of a sweep that trains `models` seed-table MLPs for `steps` steps
+    each on `cores` cores with torch's kernels: the floor in sequence per model-step (`sequence_floor`,
+    nothing but its products, bare fused Adam, gathers and draws), at the better of two arrangements: one
+    thread per core, 5 seeds a process (as our trials run), or all cores on one process of 8 seeds. Each
+    is timed alone on the machine, so without the memory bandwidth two trials share; validation, the test
+    set and every start and end cost are left out: a sweep takes longer. A bound for these arrangements
+    and torch's kernels, not for a matrix-product kernel of one's own."""
     from initsweep.config import DataConfig
     from initsweep.engine.data import load_configured
 

@@ -128,7 +128,7 @@ def test_a_ratio_target_is_out_of_reach_only_where_the_floor_is_longer_than_it_a
     room = "not out of reach: the floor leaves 1.0 s for validation, start and end"
     assert target_lines(run) == [
         f"  4x the preloaded peer is 100.0 s; {room}",
-        f"  10x the dataloader peer is 100.0 s; {room}",
+        f"  10x the DataLoader peer is 100.0 s; {room}",
     ]
     run["floor"]["bound_s"] = 100.5
     assert all(line.endswith("out of reach on this machine: the floor alone is longer") for line in target_lines(run))

@@ -33,13 +33,7 @@ from initsweep.sweep.storage import experiment_dir, remove_stale_partials, sweep
 from initsweep.sweep.trainable import StoredData, train_trial
 from initsweep.tracking import Tracker, TrackingUnavailable, is_local_uri, mark, masked, read_failures, read_sweep
 
-__all__ = ["KEPT_CHECKPOINTS", "SlotUse", "SweepOutcome", "optuna_location", "run_sweep", "slot_count"]
-
-KEPT_CHECKPOINTS = 2
-"""A trial's checkpoints kept. Its last epoch's is all a retry needs, but Tune uploads the whole Tune folder
-whenever a trial has written this many since the last upload (so its saved state never names a deleted
-checkpoint): with one, an upload per checkpoint, each file of it through `whole_filesystem`'s Python, and
-200 tiny trials cost 1.08 s each of overhead against 0.36 s with two (`python bench/bench.py --only-overhead`)."""
+__all__ = ["SlotUse", "SweepOutcome", "optuna_location", "run_sweep", "slot_count"]
 
 
 @dataclass(frozen=True)
@@ -136,7 +130,7 @@ def run_sweep(
                 storage_filesystem=storage,  # every file written whole: a killed driver leaves state that reads
                 callbacks=[Progress(sweep_id), RecordTrials(sweep_id)],
                 verbose=2 if verbose else 0,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=KEPT_CHECKPOINTS),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the last epoch's is all a retry needs
                 failure_config=tune.FailureConfig(max_failures=sweep.resources.max_failures),
             ),
         )
