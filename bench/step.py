@@ -375,12 +375,14 @@ def sweep_floor(models: int, steps: int, cores: int = 2, steps_timed: int = 120,
         torch.manual_seed(0)
         return time_steps(sequence_floor, Setup(train, seeds, None), steps_timed, repeats)
 
+    trial_seeds, process_seeds = 5, 8
     try:
-        per_trial, per_process = floor_s(1, 5), floor_s(cores, 8)
+        per_trial, per_process = floor_s(1, trial_seeds), floor_s(cores, process_seeds)
     finally:
         torch.set_num_threads(threads_before)
-    # Wall seconds per model-step: 5 seeds on one thread, every core running such a trial; or 8 on all cores.
-    per_model_step = min(per_trial / 5 / cores, per_process / 8)
+    # Wall seconds per model-step: a trial's seeds on one thread, every core running such a trial; or one
+    # process's seeds on all cores.
+    per_model_step = min(per_trial / trial_seeds / cores, per_process / process_seeds)
     return {
         "models": models,
         "steps": steps,
